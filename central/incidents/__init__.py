@@ -1,0 +1,1 @@
+"""ITIL incident management: incidents, SLAs, escalation, PagerDuty, runbooks."""

@@ -1,0 +1,1 @@
+"""The ``pulsegate`` command: the one place that wires the parts together."""

@@ -1,0 +1,67 @@
+"""``pulsegate``: one command with a group per part, and the demo."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import click
+
+from central.cli import central
+from firmware_shim.cli import shim
+from gateway.cli import gateway
+from pulsegate.config import ConfigError
+from tui.cli import tui
+
+#: Failures a user can cause and fix: printed as one line, never a traceback.
+_EXPECTED_ERRORS: tuple[type[BaseException], ...] = (ConfigError,)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+def cli(verbose: int) -> None:
+    """Pulsegate: an edge gateway for fitness-tracker fleets, and its central services."""
+    level = os.environ.get("PULSEGATE_LOG_LEVEL") or ("DEBUG" if verbose > 1 else "INFO" if verbose else "WARNING")
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+
+
+@cli.command()
+@click.option("--state-dir", type=click.Path(file_okay=False), default=".state/demo", show_default=True,
+              help="Where the demo's gateway and central keep their files (wiped first).")
+@click.option("--recordings", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Folder of FIT/GPX/TCX recordings to replay [default: the shipped fixtures].")
+def demo(state_dir: str, recordings: str | None) -> None:
+    """Replay every recording into a gateway, then carry its bundle to central."""
+    from pulsegate.demo import run_demo
+
+    sys.exit(run_demo(state_dir, recordings))
+
+
+cli.add_command(shim)
+cli.add_command(gateway)
+cli.add_command(central)
+cli.add_command(tui)
+
+
+def main() -> None:
+    """Console entry point: expected failures become one line on stderr."""
+    from central.errors import CentralError
+    from firmware_shim.errors import ShimError
+    from gateway.errors import GatewayError
+
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (ConfigError, ShimError, GatewayError, CentralError) as exc:
+        click.echo(f"pulsegate: error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
