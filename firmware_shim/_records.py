@@ -29,6 +29,7 @@ __all__ = [
     "schema_by_fingerprint",
     "encode_record",
     "decode_record",
+    "decode_datum",
     "split_soe",
     "validate_record",
 ]
@@ -118,6 +119,15 @@ def decode_record(payload: bytes, reader_version: int = LATEST_SCHEMA_VERSION) -
         RecordError: ``not_avro``, ``unknown_schema`` or ``bad_datum``.
     """
     info, datum = split_soe(payload)
+    return decode_datum(info, datum, reader_version), info.version
+
+
+def decode_datum(info: SchemaInfo, datum: bytes, reader_version: int = LATEST_SCHEMA_VERSION) -> dict[str, Any]:
+    """Decode a binary datum written with ``info``, resolved to ``reader_version``.
+
+    Raises:
+        RecordError: ``bad_datum``.
+    """
     reader = schema(reader_version)
     buf = io.BytesIO(datum)
     try:
@@ -128,7 +138,7 @@ def decode_record(payload: bytes, reader_version: int = LATEST_SCHEMA_VERSION) -
         raise RecordError("bad_datum", f"{type(exc).__name__}: {exc}") from None
     if buf.tell() != len(datum):
         raise RecordError("bad_datum", f"{len(datum) - buf.tell()} trailing bytes after the datum")
-    return record, info.version
+    return record
 
 
 # Sane ranges. A value outside is physically implausible for a person in a gym

@@ -1,10 +1,73 @@
-"""``pulsegate gateway``: the appliance daemon and its status."""
+"""``pulsegate gateway``: the appliance daemon, its status and bundle export."""
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+
 import click
+
+from gateway.settings import GatewaySettings, load_settings
+
+_STATE_DIR_HELP = "State directory (SQLite outbox, keys, control socket) [default: gateway.state_dir]."
+
+
+def _settings(config: str | None, state_dir: str | None) -> GatewaySettings:
+    settings = load_settings(config)
+    if state_dir is not None:
+        settings.gateway.state_dir = Path(state_dir)
+    return settings
 
 
 @click.group()
 def gateway() -> None:
     """The gateway daemon: serial ingest, durable outbox, uplink."""
+
+
+@gateway.command()
+@click.option("--state-dir", type=click.Path(file_okay=False), help=_STATE_DIR_HELP)
+@click.option("--port", "ports", multiple=True, metavar="PATH", help="Serial port to read (repeat for more).")
+@click.option("--config", type=click.Path(dir_okay=False), help="TOML config file.")
+def run(state_dir: str | None, ports: tuple[str, ...], config: str | None) -> None:
+    """Run the gateway daemon until SIGTERM or Ctrl-C."""
+    from gateway._daemon import GatewayDaemon
+
+    daemon = GatewayDaemon(_settings(config, state_dir), list(ports))
+    try:
+        daemon.start()
+    except BaseException:
+        daemon.stop()
+        raise
+    daemon.run_forever()
+
+
+@gateway.command()
+@click.option("--state-dir", type=click.Path(file_okay=False), help=_STATE_DIR_HELP)
+@click.option("--config", type=click.Path(dir_okay=False), help="TOML config file.")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def status(state_dir: str | None, config: str | None, as_json: bool) -> None:
+    """Show trackers, the outbox and quarantine (works with or without the daemon)."""
+    from gateway.state_reader import read_status
+    from gateway.status_view import render_status
+
+    settings = _settings(config, state_dir)
+    data = read_status(settings.gateway.state_dir)
+    if as_json:
+        click.echo(json.dumps(data, indent=2, sort_keys=True))
+    else:
+        render_status(data)
+
+
+@gateway.command()
+@click.option("--state-dir", type=click.Path(file_okay=False), help=_STATE_DIR_HELP)
+@click.option("--config", type=click.Path(dir_okay=False), help="TOML config file.")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Bundle file to write, e.g. on a USB stick.")
+def export(state_dir: str | None, config: str | None, out: Path) -> None:
+    """Export the buffered records to a signed bundle file for central."""
+    from gateway.bundle_export import export_bundle
+
+    settings = _settings(config, state_dir)
+    count = export_bundle(settings, out, progress=sys.stderr.isatty())
+    click.echo(f"exported {count} records to {out}", err=True)

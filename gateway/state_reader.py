@@ -1,0 +1,138 @@
+"""Read-only views of a gateway's state, straight from its SQLite file.
+
+This is the one reader the gateway offers to others: ``pulsegate gateway
+status`` uses it when the daemon is not running, and the terminal UI uses it
+as its fallback. It never writes and never needs the daemon.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+from firmware_shim import decode_datum, schema_by_fingerprint
+from gateway._outbox import DB_FILENAME, SequenceTracker, open_database
+from gateway.errors import GatewayError
+
+__all__ = ["read_status", "read_device", "StateDirError"]
+
+
+class StateDirError(GatewayError):
+    """The state directory holds no gateway database."""
+
+
+def _connect(state_dir: Path) -> sqlite3.Connection:
+    path = Path(state_dir) / DB_FILENAME
+    if not path.exists():
+        raise StateDirError(
+            f"no gateway database at {str(path)!r}; pass the --state-dir the gateway runs with"
+        )
+    return open_database(Path(state_dir), readonly=True)
+
+
+def _iso(us: int | None) -> str | None:
+    if not us:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(us / 1_000_000))
+
+
+def _trackers(conn: sqlite3.Connection) -> dict[tuple[str, str], SequenceTracker]:
+    trackers = {}
+    for row in conn.execute("SELECT device_id, boot_id, contiguous_seq, max_seq FROM devices"):
+        trackers[(row[0], row[1])] = SequenceTracker(row[2], [], row[3])
+    for row in conn.execute("SELECT * FROM seq_ranges ORDER BY device_id, boot_id, first_seq"):
+        tracker = trackers.get((row["device_id"], row["boot_id"]))
+        if tracker is not None:
+            tracker.ranges.append([row["first_seq"], row["last_seq"]])
+    return trackers
+
+
+def read_status(state_dir: Path) -> dict[str, Any]:
+    """The gateway's status as ``gateway status --json`` prints it.
+
+    Raises:
+        StateDirError: ``state_dir`` holds no gateway database.
+    """
+    conn = _connect(state_dir)
+    try:
+        now_us = time.time_ns() // 1000
+        trackers = _trackers(conn)
+        buffered = dict(
+            ((r[0], r[1]), r[2])
+            for r in conn.execute("SELECT device_id, boot_id, count(*) FROM outbox GROUP BY device_id, boot_id")
+        )
+        devices = []
+        for row in conn.execute("SELECT * FROM devices ORDER BY device_id, first_seen_us"):
+            key = (row["device_id"], row["boot_id"])
+            tracker = trackers[key]
+            devices.append(
+                {
+                    "device_id": row["device_id"],
+                    "boot_id": row["boot_id"],
+                    "received": row["received"],
+                    "buffered": buffered.get(key, 0),
+                    "duplicates": row["duplicates"],
+                    "gaps": tracker.missing,
+                    "gap_ranges": [list(r) for r in tracker.missing_ranges()],
+                    "quarantined": row["quarantined"],
+                    "contiguous_seq": tracker.contiguous_seq,
+                    "max_seq": tracker.max_seq,
+                    "last_seen": _iso(row["last_seen_us"]),
+                    "last_seen_age_seconds": round((now_us - row["last_seen_us"]) / 1e6, 3),
+                    "port": row["port"],
+                    "schema_version": row["schema_version"],
+                }
+            )
+        records, oldest = conn.execute("SELECT count(*), min(received_at_us) FROM outbox").fetchone()
+        quarantine = conn.execute("SELECT count(*) FROM quarantine").fetchone()[0]
+        reasons = dict(conn.execute("SELECT reason, count(*) FROM quarantine GROUP BY reason").fetchall())
+        return {
+            "devices": devices,
+            "outbox": {
+                "records": records,
+                "oldest_age_seconds": round((now_us - oldest) / 1e6, 3) if oldest else 0.0,
+            },
+            "quarantine": {"frames": quarantine, "by_reason": reasons},
+        }
+    finally:
+        conn.close()
+
+
+def read_device(state_dir: Path, device_id: str, *, recent: int = 20) -> dict[str, Any]:
+    """One tracker's detail: its boots, the most recent records and quarantined frames.
+
+    Raises:
+        StateDirError: no database, or no tracker ``device_id`` in it.
+    """
+    status = read_status(state_dir)
+    boots = [d for d in status["devices"] if d["device_id"] == device_id]
+    if not boots:
+        raise StateDirError(f"no tracker {device_id!r} in {str(state_dir)!r}")
+    conn = _connect(state_dir)
+    try:
+        rows = conn.execute(
+            "SELECT schema_fingerprint, datum, received_at_us FROM outbox WHERE device_id = ? ORDER BY id DESC LIMIT ?",
+            (device_id, recent),
+        ).fetchall()
+        records = []
+        for row in rows:
+            info = schema_by_fingerprint(row["schema_fingerprint"])
+            if info is None:
+                continue
+            record = decode_datum(info, row["datum"])
+            record["boot_id"] = str(record["boot_id"])
+            ts = record["timestamp_us"]
+            record["timestamp_us"] = ts if isinstance(ts, int) else int(ts.timestamp() * 1_000_000)
+            records.append(record)
+        quarantined = [
+            {"at": _iso(r["received_at_us"]), "port": r["port"], "reason": r["reason"], "detail": r["detail"]}
+            for r in conn.execute(
+                "SELECT received_at_us, port, reason, detail FROM quarantine WHERE device_id = ? ORDER BY id DESC LIMIT ?",
+                (device_id, recent),
+            )
+        ]
+        return {"device_id": device_id, "boots": boots, "recent_records": records, "quarantine": quarantined}
+    finally:
+        conn.close()

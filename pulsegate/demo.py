@@ -1,0 +1,165 @@
+"""``pulsegate demo``: the whole flow on one machine, with no server.
+
+Emulated trackers replay every recording over pseudo-terminals into a
+gateway that validates and durably buffers each record; the gateway then
+exports a signed bundle, which central imports into its embedded store.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from firmware_shim import read_recording  # noqa: F401  (documents where samples come from)
+from firmware_shim._recordings import SUPPORTED_SUFFIXES
+from gateway.errors import GatewayError
+
+__all__ = ["run_demo", "default_recordings_dir"]
+
+#: Longest the demo waits for every tracker to finish; the whole corpus takes
+#: well under a minute on a 2-core machine.
+_REPLAY_TIMEOUT_S = 300.0
+
+
+def default_recordings_dir() -> Path:
+    """The fixture recordings shipped with the source tree."""
+    return Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "recordings"
+
+
+@dataclass
+class _Tracker:
+    device_id: str
+    recording: Path
+    link: Path
+    process: subprocess.Popen
+    records: int | None = None
+
+
+def _recordings(folder: Path) -> list[Path]:
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in SUPPORTED_SUFFIXES)
+    if not files:
+        raise GatewayError(f"no FIT, GPX or TCX recordings under {str(folder)!r}; pass --recordings DIR")
+    return files
+
+
+def _start_trackers(files: list[Path], ports_dir: Path, log_dir: Path) -> list[_Tracker]:
+    trackers = []
+    for path in files:
+        device_id = path.stem
+        link = ports_dir / device_id
+        log_file = (log_dir / f"{device_id}.log").open("w")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "pulsegate", "shim", "replay", str(path), "--create-pty", str(link),
+             "--max-rate", "--timeout", str(_REPLAY_TIMEOUT_S)],
+            stdout=subprocess.DEVNULL, stderr=log_file,
+        )
+        trackers.append(_Tracker(device_id, path, link, process))
+    return trackers
+
+
+def _records_announced(tracker: _Tracker, log_dir: Path) -> int | None:
+    # The emulator's first line is "<device>: replaying N records from ...".
+    text = (log_dir / f"{tracker.device_id}.log").read_text(errors="replace")
+    for line in text.splitlines():
+        if " replaying " in line:
+            return int(line.split(" replaying ")[1].split()[0])
+    return None
+
+
+def _log_to_file(path: Path) -> None:
+    # The console shows progress and results; every log line of the
+    # gateway goes to a file the operator can read afterwards.
+    root = logging.getLogger()
+    for handler in root.handlers[:]:
+        root.removeHandler(handler)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+
+def run_demo(state_dir: str | Path, recordings: str | Path | None = None) -> int:
+    """Run the demo; return the process exit code."""
+    from gateway._daemon import GatewayDaemon
+    from gateway.settings import GatewaySettings
+    from gateway.state_reader import read_status
+    from gateway.status_view import render_status
+
+    console = Console(stderr=False)
+    state = Path(state_dir)
+    shutil.rmtree(state, ignore_errors=True)
+    ports_dir, log_dir = state / "ports", state / "logs"
+    ports_dir.mkdir(parents=True)
+    log_dir.mkdir()
+    _log_to_file(log_dir / "gateway.log")
+    files = _recordings(Path(recordings) if recordings else default_recordings_dir())
+    console.print(f"[bold]Pulsegate demo[/bold]: {len(files)} recordings, state in {state}")
+
+    trackers = _start_trackers(files, ports_dir, log_dir)
+    daemon = None
+    try:
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console, transient=False) as progress:
+            booting = progress.add_task("trackers reading their recordings", total=len(trackers))
+            deadline = time.monotonic() + _REPLAY_TIMEOUT_S
+            while True:
+                for t in trackers:
+                    if t.records is None:
+                        t.records = _records_announced(t, log_dir)
+                    if t.process.poll() not in (None, 0):
+                        raise GatewayError(f"tracker {t.device_id} failed: see {log_dir / (t.device_id + '.log')}")
+                ready = sum(t.records is not None and t.link.exists() for t in trackers)
+                progress.update(booting, completed=ready)
+                if ready == len(trackers):
+                    break
+                if time.monotonic() > deadline:
+                    raise GatewayError("trackers did not start in time; see the logs in " + str(log_dir))
+                time.sleep(0.1)
+
+            settings = GatewaySettings()
+            settings.gateway.id, settings.gateway.site = "demo-gateway", "demo-gym"
+            settings.gateway.state_dir = state / "gateway"
+            settings.metrics.listen_address = ""
+            daemon = GatewayDaemon(settings, [str(t.link) for t in trackers])
+            daemon.start()
+            total = sum(t.records or 0 for t in trackers)
+            buffering = progress.add_task("records durably buffered", total=total)
+            while any(t.process.poll() is None for t in trackers):
+                progress.update(buffering, completed=daemon.writer.stats.records_committed if daemon.writer else 0)
+                if time.monotonic() > deadline:
+                    raise GatewayError("the replay did not finish in time; see the logs in " + str(log_dir))
+                time.sleep(0.2)
+            progress.update(buffering, completed=daemon.writer.stats.records_committed if daemon.writer else 0)
+        failed = [t.device_id for t in trackers if t.process.returncode != 0]
+        daemon.stop()
+        daemon = None
+    finally:
+        if daemon is not None:
+            daemon.stop()
+        for t in trackers:
+            if t.process.poll() is None:
+                t.process.terminate()
+                t.process.wait(5)
+
+    status = read_status(state / "gateway")
+    render_status(status, console)
+    expected = {t.device_id: t.records for t in trackers}
+    held = {}
+    for device in status["devices"]:
+        held[device["device_id"]] = held.get(device["device_id"], 0) + device["received"]
+    incomplete = sorted(d for d, n in expected.items() if held.get(d) != n)
+    gaps = sum(d["gaps"] for d in status["devices"])
+    if failed or incomplete or gaps:
+        console.print(f"[red]incomplete[/red]: failed trackers {failed}, short devices {incomplete}, {gaps} gaps")
+        return 1
+    console.print(f"[green]all {len(trackers)} recordings fully buffered: {sum(held.values())} records, 0 gaps[/green]")
+    console.print(f"logs: {log_dir}")
+    return 0
