@@ -12,13 +12,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from firmware_shim import Frame, FrameType
+from firmware_shim import Frame, FrameType, HapticPattern
+from gateway._alarms import Alarm, LocalAlarms
+from gateway._control import ControlServer
+from gateway._haptics import HapticSender
 from gateway._metrics import GatewayCollector, start_metrics_server
 from gateway._outbox import Outbox
 from gateway._serial_ingest import INGEST_QUEUE_MAX_ITEMS, IngestWriter, PortReader, PortState
 from gateway.errors import GatewayError
 from gateway.settings import GatewaySettings
-from gateway.state_reader import read_status
+from gateway.state_reader import read_device, read_status
 
 __all__ = ["GatewayDaemon", "StateDirLockedError"]
 
@@ -45,6 +48,15 @@ class GatewayDaemon:
         self.readers: dict[str, PortReader] = {}
         self.writer: IngestWriter | None = None
         self._metrics_server: Any = None
+        self.haptics = HapticSender(self._send_to_device)
+        self.alarms = LocalAlarms(settings.gateway.id)
+        self.control = ControlServer(self, self.state_dir)
+        self._housekeeping = threading.Thread(target=self._housekeeping_loop, name="housekeeping", daemon=True)
+        #: Optional parts, wired when configured: the uplink to RabbitMQ and
+        #: the AirPods link. None means disabled.
+        self.uplink: Any = None
+        self.airpods: Any = None
+        self.incidents: list[dict[str, Any]] = []
 
     # --- lifecycle -----------------------------------------------------------
 
@@ -73,6 +85,8 @@ class GatewayDaemon:
         self.writer.start()
         for reader in self.readers.values():
             reader.start()
+        self.control.start()
+        self._housekeeping.start()
         log.info("gateway %s (site %s) reading %d port(s) into %s", self.settings.gateway.id,
                  self.settings.gateway.site, len(self.readers), self.state_dir)
 
@@ -99,6 +113,7 @@ class GatewayDaemon:
 
     def stop(self) -> None:
         self._stop.set()
+        self.control.stop()
         for reader in self.readers.values():
             reader.join(timeout=2)
         if self.writer is not None:
@@ -114,9 +129,89 @@ class GatewayDaemon:
     # --- frames other than telemetry ----------------------------------------
 
     def _on_frame(self, port: PortState, frame: Frame) -> None:
-        if frame.type is FrameType.HEARTBEAT:
-            return
-        log.debug("frame %s seq %d from %s", frame.type.name, frame.seq, port.path)
+        if frame.type is FrameType.CUE_ACK:
+            self.haptics.on_cue_ack(frame.seq)
+        elif frame.type is not FrameType.HEARTBEAT:
+            log.debug("unexpected %s frame from %s", frame.type.name, port.path)
+
+    def _send_to_device(self, device_id: str, wire: bytes) -> bool:
+        for reader in self.readers.values():
+            if reader.state.device_id == device_id and reader.state.state == "open":
+                return reader.send(wire)
+        return False
+
+    # --- housekeeping: cue retries and local alarms ------------------------
+
+    #: A port closed this long, or a tracker silent this long, raises an alarm.
+    PORT_DOWN_ALARM_S = 30.0
+    TRACKER_SILENT_ALARM_S = 120.0
+
+    def _housekeeping_loop(self) -> None:
+        while not self._stop.wait(0.5):
+            try:
+                self.haptics.retry_due()
+                self.alarms.update(self._alarm_conditions())
+            except Exception:  # keep the daemon up; a bug here must not stop ingest
+                log.exception("housekeeping failed")
+
+    def _alarm_conditions(self) -> list[Alarm]:
+        now = time.time()
+        active = []
+        for reader in self.readers.values():
+            state = reader.state
+            since = state.last_frame_at or self.started_at
+            if state.state != "open" and now - since > self.PORT_DOWN_ALARM_S:
+                active.append(Alarm("port_down", state.path, f"serial port {state.path} is {state.state}: {state.last_error}"))
+            elif state.device_id and now - since > self.TRACKER_SILENT_ALARM_S:
+                active.append(Alarm("tracker_silent", state.device_id,
+                                    f"tracker {state.device_id} silent for {now - since:.0f} s on {state.path}"))
+        if self.uplink is not None:
+            uplink = self.uplink.status()
+            if uplink.get("state") == "down":
+                active.append(Alarm("uplink_down", self.settings.gateway.id, f"uplink down: {uplink.get('last_error')}"))
+        return active
+
+    # --- operations of the control API -------------------------------------
+
+    def device(self, device_id: str) -> dict[str, Any]:
+        return read_device(self.state_dir, device_id)
+
+    def uplink_action(self, action: str) -> dict[str, Any]:
+        if self.uplink is None:
+            raise GatewayError("the uplink is not enabled; set uplink.enabled = true and uplink.amqp_url")
+        getattr(self.uplink, action)()
+        return {"state": self.uplink.status().get("state")}
+
+    def export(self, out: Path, progress: Any) -> dict[str, Any]:
+        from gateway.bundle_export import export_bundle
+
+        count = export_bundle(self.settings, out, progress=progress)
+        return {"path": str(out), "records": count}
+
+    def test_cue(self, device_id: str | None, *, voice: bool = True) -> dict[str, Any]:
+        connected = [r.state.device_id for r in self.readers.values() if r.state.device_id and r.state.state == "open"]
+        if device_id is None:
+            if not connected:
+                raise GatewayError("no tracker is connected to send a test cue to")
+            device_id = connected[0]
+        elif device_id not in connected:
+            raise GatewayError(f"tracker {device_id!r} is not connected; connected: {', '.join(connected) or 'none'}")
+        cue = self.haptics.send(device_id, HapticPattern.TAP, key="test")
+        if voice and self.airpods is not None:
+            self.airpods.test_cue(device_id)
+        log.info("test cue %d sent to %s", cue.cue_id, device_id)
+        return {"cue_id": cue.cue_id, "device_id": device_id}
+
+    def rescan_bluetooth(self) -> dict[str, Any]:
+        if self.airpods is None:
+            raise GatewayError("the AirPods link is not enabled; set airpods.enabled = true")
+        self.airpods.rescan()
+        return {"state": self.airpods.status().get("state")}
+
+    def ack_alarm(self, alarm_id: str) -> dict[str, Any]:
+        if not self.alarms.acknowledge(alarm_id):
+            raise GatewayError(f"no raised alarm {alarm_id!r}")
+        return {"alarm_id": alarm_id, "acknowledged": True}
 
     # --- status --------------------------------------------------------------
 
@@ -149,4 +244,9 @@ class GatewayDaemon:
                 "commits": stats.commits,
                 "records_per_second": rates[-60:],
             }
+        status["uplink"] = self.uplink.status() if self.uplink is not None else {"state": "disabled"}
+        status["airpods"] = self.airpods.status() if self.airpods is not None else {"state": "disabled"}
+        status["alarms"] = self.alarms.as_list()
+        status["cues"] = self.haptics.recent()
+        status["incidents"] = list(self.incidents)
         return status

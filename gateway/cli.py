@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -32,6 +33,11 @@ def gateway() -> None:
 def run(state_dir: str | None, ports: tuple[str, ...], config: str | None) -> None:
     """Run the gateway daemon until SIGTERM or Ctrl-C."""
     from gateway._daemon import GatewayDaemon
+
+    # A daemon's events (ports, trackers, alarms, outages) are worth a line
+    # each in the journal even without -v.
+    root = logging.getLogger()
+    root.setLevel(min(root.level, logging.INFO))
 
     daemon = GatewayDaemon(_settings(config, state_dir), list(ports))
     try:
@@ -71,3 +77,19 @@ def export(state_dir: str | None, config: str | None, out: Path) -> None:
     settings = _settings(config, state_dir)
     count = export_bundle(settings, out, progress=sys.stderr.isatty())
     click.echo(f"exported {count} records to {out}", err=True)
+
+
+@gateway.command("public-key")
+@click.option("--state-dir", type=click.Path(file_okay=False), help=_STATE_DIR_HELP)
+@click.option("--config", type=click.Path(dir_okay=False), help="TOML config file.")
+def public_key(state_dir: str | None, config: str | None) -> None:
+    """Print the gateway's bundle-signing public key (PEM) for central's trusted keys.
+
+    Creates the key pair on first use. Save the output as
+    ``<trusted_keys_dir>/<gateway id>.pub`` on central.
+    """
+    from gateway.bundle_export import ensure_signing_key, signing_key_path
+
+    settings = _settings(config, state_dir)
+    ensure_signing_key(settings.gateway.state_dir)
+    click.echo(signing_key_path(settings.gateway.state_dir).with_suffix(".pub").read_text(), nl=False)
