@@ -8,3 +8,20 @@ import click
 @click.group()
 def central() -> None:
     """Central services: ingest, ledger, incidents and fleet health."""
+
+
+from central.ingest.cli import db, import_command, ingest, ledger  # noqa: E402 - commands defined after the group
+
+central.add_command(db)
+central.add_command(ledger)
+central.add_command(ingest)
+central.add_command(import_command)
+
+
+def _register() -> None:
+    from central.incidents.cli import incidents
+
+    central.add_command(incidents)
+
+
+_register()
