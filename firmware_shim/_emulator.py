@@ -206,6 +206,9 @@ class TrackerEmulator:
         self._recovery_seq = 0
         self._out_mid_frame = False
         self._connected = False
+        #: Ids of cues already played, to recognise resends; 64 covers any
+        #: retry window many times over.
+        self._played_cues: deque[int] = deque(maxlen=64)
 
     # --- records -------------------------------------------------------------
 
@@ -332,13 +335,19 @@ class TrackerEmulator:
         self._last_ack = (ack.boot_id, ack.seq)
 
     def _on_cue(self, cue_id: int, cue: Cue) -> None:
+        # A resent cue whose CUE_ACK was lost is acknowledged again, not replayed.
+        # Ahead of queued records, but never inside a frame half sent.
+        at = self._out.find(0) + 1 if self._out_mid_frame else 0
+        self._out[at:at] = encode_frame(FrameType.CUE_ACK, cue_id)
+        if cue_id in self._played_cues:
+            return
+        self._played_cues.append(cue_id)
         self.result.cues += 1
         log.info("%s: haptic cue %d: %s for %d ms x%d", self.device_id, cue_id, cue.pattern.name, cue.duration_ms, cue.repeat)
         if self.cue_log is not None:
             with open(self.cue_log, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps({"device_id": self.device_id, "cue_id": cue_id, "pattern": cue.pattern.name,
                                      "duration_ms": cue.duration_ms, "repeat": cue.repeat, "at": time.time()}) + "\n")
-        self._out[:0] = encode_frame(FrameType.CUE_ACK, cue_id)
 
     def _read(self) -> None:
         data = self.link.read()

@@ -12,6 +12,7 @@ import io
 import json
 import math
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -62,6 +63,14 @@ class SchemaInfo:
         return json.dumps(self.json, sort_keys=True)
 
 
+def _without_logical_types(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _without_logical_types(v) for k, v in node.items() if k != "logicalType"}
+    if isinstance(node, list):
+        return [_without_logical_types(v) for v in node]
+    return node
+
+
 @cache
 def schema(version: int = LATEST_SCHEMA_VERSION) -> SchemaInfo:
     """Return telemetry schema ``version`` as shipped in ``schemas/``."""
@@ -69,7 +78,10 @@ def schema(version: int = LATEST_SCHEMA_VERSION) -> SchemaInfo:
         raise ValueError(f"unknown telemetry schema version {version!r}; known: {SCHEMA_VERSIONS}")
     text = resources.files(__package__).joinpath(f"schemas/telemetry.v{version}.avsc").read_text()
     raw = json.loads(text)
-    parsed = parse_schema(raw)
+    # Parsed without logical types: in-process code works on the wire's
+    # plain values (timestamps as int microseconds, boot ids as strings);
+    # the fingerprint is unaffected (logicalType is not in the canonical form).
+    parsed = parse_schema(_without_logical_types(raw))
     fp_hex = fingerprint(to_parsing_canonical_form(raw), "CRC-64-AVRO")
     return SchemaInfo(version, raw, parsed, bytes.fromhex(fp_hex))
 
@@ -158,6 +170,8 @@ _RANGES: dict[str, tuple[float, float]] = {
     "battery_pct": (0, 100),
     "respiration_rate_bpm": (0, 120),
 }
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MICROSECOND = timedelta(microseconds=1)
 #: 2000-01-01 to 2100-01-01 in microseconds: a clock outside is unset or broken.
 _TIMESTAMP_RANGE_US = (946_684_800_000_000, 4_102_444_800_000_000)
 
@@ -171,8 +185,10 @@ def validate_record(record: dict[str, Any]) -> str | None:
         return f"seq {record['seq']} outside 1..2^32-1"
     lo_ts, hi_ts = _TIMESTAMP_RANGE_US
     ts = record["timestamp_us"]
-    if not isinstance(ts, int):  # fastavro may hand back a datetime
-        ts = int(ts.timestamp() * 1_000_000)
+    if not isinstance(ts, int):  # fastavro hands back an aware datetime
+        # Exact integer arithmetic: ts.timestamp() * 1e6 is a float and is
+        # off by one microsecond for about 1 % of today's timestamps.
+        ts = (ts - _EPOCH) // _ONE_MICROSECOND
     if not lo_ts <= ts < hi_ts:
         return f"timestamp_us {ts} outside 2000..2100"
     for name, (lo, hi) in _RANGES.items():

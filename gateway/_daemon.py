@@ -6,17 +6,21 @@ import fcntl
 import logging
 import os
 import queue
+import shutil
 import signal
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+
 from firmware_shim import Frame, FrameType, HapticPattern
 from gateway._alarms import Alarm, LocalAlarms
 from gateway._control import ControlServer
 from gateway._haptics import HapticSender
 from gateway._metrics import GatewayCollector, start_metrics_server
+from gateway._wearer import WearerCues
 from gateway._outbox import Outbox
 from gateway._serial_ingest import INGEST_QUEUE_MAX_ITEMS, IngestWriter, PortReader, PortState
 from gateway.errors import GatewayError
@@ -49,13 +53,19 @@ class GatewayDaemon:
         self.writer: IngestWriter | None = None
         self._metrics_server: Any = None
         self.haptics = HapticSender(self._send_to_device)
+        #: The registry /metrics serves: the daemon's collector and every part's metrics.
+        self.registry = CollectorRegistry()
+        self.wearer = WearerCues(
+            settings.airpods, settings.voice, settings.cues,
+            haptic_sink=lambda device_id, pattern, key: self.haptics.send(device_id, pattern, key),
+            registry=self.registry,
+        )
         self.alarms = LocalAlarms(settings.gateway.id)
         self.control = ControlServer(self, self.state_dir)
         self._housekeeping = threading.Thread(target=self._housekeeping_loop, name="housekeeping", daemon=True)
         #: Optional parts, wired when configured: the uplink to RabbitMQ and
         #: the AirPods link. None means disabled.
         self.uplink: Any = None
-        self.airpods: Any = None
         self.incidents: list[dict[str, Any]] = []
 
     # --- lifecycle -----------------------------------------------------------
@@ -79,13 +89,16 @@ class GatewayDaemon:
         self.writer = IngestWriter(
             outbox, self._inbox, self.readers, commit_interval_ms=serial_settings.commit_interval_ms,
             batch_max_records=serial_settings.commit_batch_max_records, stop_event=self._stop,
+            on_commit=self._on_commit,
         )
+        self.registry.register(GatewayCollector(self))
         if self.settings.metrics.listen_address:
-            self._metrics_server = start_metrics_server(self.settings.metrics.listen_address, GatewayCollector(self))
+            self._metrics_server = start_metrics_server(self.settings.metrics.listen_address, self.registry)
         self.writer.start()
         for reader in self.readers.values():
             reader.start()
         self.control.start()
+        self.wearer.start()
         self._housekeeping.start()
         log.info("gateway %s (site %s) reading %d port(s) into %s", self.settings.gateway.id,
                  self.settings.gateway.site, len(self.readers), self.state_dir)
@@ -114,6 +127,7 @@ class GatewayDaemon:
     def stop(self) -> None:
         self._stop.set()
         self.control.stop()
+        self.wearer.stop()
         for reader in self.readers.values():
             reader.join(timeout=2)
         if self.writer is not None:
@@ -134,6 +148,9 @@ class GatewayDaemon:
         elif frame.type is not FrameType.HEARTBEAT:
             log.debug("unexpected %s frame from %s", frame.type.name, port.path)
 
+    def _on_commit(self, records: list) -> None:
+        self.wearer.feed([r.record for r in records if r.record is not None])
+
     def _send_to_device(self, device_id: str, wire: bytes) -> bool:
         for reader in self.readers.values():
             if reader.state.device_id == device_id and reader.state.state == "open":
@@ -151,6 +168,8 @@ class GatewayDaemon:
             try:
                 self.haptics.retry_due()
                 self.alarms.update(self._alarm_conditions())
+                uplink_up = None if self.uplink is None else self.uplink.status().get("state") == "connected"
+                self.wearer.tick(uplink_up=uplink_up, buffer_fill_pct=self._disk_used_pct())
             except Exception:  # keep the daemon up; a bug here must not stop ingest
                 log.exception("housekeeping failed")
 
@@ -170,6 +189,11 @@ class GatewayDaemon:
             if uplink.get("state") == "down":
                 active.append(Alarm("uplink_down", self.settings.gateway.id, f"uplink down: {uplink.get('last_error')}"))
         return active
+
+    def _disk_used_pct(self) -> float:
+        # The outbox grows until the disk is full: that is the buffer's limit.
+        usage = shutil.disk_usage(self.state_dir)
+        return 100.0 * usage.used / usage.total if usage.total else 0.0
 
     # --- operations of the control API -------------------------------------
 
@@ -197,16 +221,16 @@ class GatewayDaemon:
         elif device_id not in connected:
             raise GatewayError(f"tracker {device_id!r} is not connected; connected: {', '.join(connected) or 'none'}")
         cue = self.haptics.send(device_id, HapticPattern.TAP, key="test")
-        if voice and self.airpods is not None:
-            self.airpods.test_cue(device_id)
+        if voice:
+            self.wearer.test_cue(None)  # the voice half; the tap went above
         log.info("test cue %d sent to %s", cue.cue_id, device_id)
         return {"cue_id": cue.cue_id, "device_id": device_id}
 
     def rescan_bluetooth(self) -> dict[str, Any]:
-        if self.airpods is None:
+        if not self.settings.airpods.enabled:
             raise GatewayError("the AirPods link is not enabled; set airpods.enabled = true")
-        self.airpods.rescan()
-        return {"state": self.airpods.status().get("state")}
+        self.wearer.rescan()
+        return {"state": self.wearer.status().get("state")}
 
     def ack_alarm(self, alarm_id: str) -> dict[str, Any]:
         if not self.alarms.acknowledge(alarm_id):
@@ -245,7 +269,7 @@ class GatewayDaemon:
                 "records_per_second": rates[-60:],
             }
         status["uplink"] = self.uplink.status() if self.uplink is not None else {"state": "disabled"}
-        status["airpods"] = self.airpods.status() if self.airpods is not None else {"state": "disabled"}
+        status["airpods"] = self.wearer.status()
         status["alarms"] = self.alarms.as_list()
         status["cues"] = self.haptics.recent()
         status["incidents"] = list(self.incidents)

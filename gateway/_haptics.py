@@ -89,7 +89,7 @@ class HapticSender:
         if cue is not None and cue.state == "sent":
             cue.state = "acknowledged"
             self.acknowledged_total += 1
-            log.info("haptic cue %d (%s) acknowledged by %s after %d attempt(s)", cue_id, cue.pattern.name,
+            log.debug("haptic cue %d (%s) acknowledged by %s after %d attempt(s)", cue_id, cue.pattern.name,
                      cue.device_id, cue.attempts)
 
     def retry_due(self) -> None:

@@ -73,11 +73,9 @@ class GatewayCollector(Collector):
         yield rejected
 
 
-def start_metrics_server(listen_address: str, collector: Collector) -> Any:
-    """Serve ``collector`` at http://listen_address/metrics; returns the server."""
+def start_metrics_server(listen_address: str, registry: CollectorRegistry) -> Any:
+    """Serve ``registry`` at http://listen_address/metrics; returns the server."""
     host, _, port = listen_address.rpartition(":")
-    registry = CollectorRegistry()
-    registry.register(collector)
     try:
         server, _thread = start_http_server(int(port), addr=host.strip("[]"), registry=registry)
     except OSError as exc:

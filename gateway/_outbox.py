@@ -123,6 +123,8 @@ class AcceptedRecord:
     schema_fingerprint: bytes
     schema_version: int
     datum: bytes
+    #: The decoded record, for cue sources; not stored (the datum is).
+    record: dict | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

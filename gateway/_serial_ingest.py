@@ -214,10 +214,7 @@ class PortReader(threading.Thread):
         why = validate_record(record)
         if why is not None:
             return QuarantinedFrame(path, device_id, "out_of_range", why, frame.payload, boot_id, frame.seq)
-        ts = record["timestamp_us"]
-        if not isinstance(ts, int):
-            ts = int(ts.timestamp() * 1_000_000)
-        return AcceptedRecord(path, device_id, boot_id, frame.seq, ts, info.fingerprint, info.version, datum)
+        return AcceptedRecord(path, device_id, boot_id, frame.seq, record["timestamp_us"], info.fingerprint, info.version, datum, record)
 
 
 def _short(exc: BaseException) -> str:
@@ -294,7 +291,10 @@ class IngestWriter(threading.Thread):
             if reader is not None:
                 reader.send(encode_frame(FrameType.ACK, 0, Ack(uuid.UUID(boot_id), seq).to_payload()))
         if self._on_commit is not None and records:
-            self._on_commit(records)
+            try:
+                self._on_commit(records)
+            except Exception:  # a cue source's bug must never stop the outbox writer
+                log.exception("post-commit hook failed; records are committed and ACKed")
 
     def _tick_history(self) -> None:
         history = self.stats.history

@@ -10,6 +10,7 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gateway.airpods.settings import AirPodsSettings, CueSettings, VoiceSettings
 from pulsegate.config import load_config
 
 __all__ = ["GatewaySettings", "GatewaySection", "SerialSettings", "MetricsSettings", "load_settings"]
@@ -74,6 +75,9 @@ class GatewaySettings:
     gateway: GatewaySection = field(default_factory=GatewaySection)
     serial: SerialSettings = field(default_factory=SerialSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    airpods: AirPodsSettings = field(default_factory=AirPodsSettings)
+    voice: VoiceSettings = field(default_factory=VoiceSettings)
+    cues: CueSettings = field(default_factory=CueSettings)
 
 
 def load_settings(path: str | Path | None = None) -> GatewaySettings:

@@ -122,9 +122,6 @@ def read_device(state_dir: Path, device_id: str, *, recent: int = 20) -> dict[st
             if info is None:
                 continue
             record = decode_datum(info, row["datum"])
-            record["boot_id"] = str(record["boot_id"])
-            ts = record["timestamp_us"]
-            record["timestamp_us"] = ts if isinstance(ts, int) else int(ts.timestamp() * 1_000_000)
             records.append(record)
         quarantined = [
             {"at": _iso(r["received_at_us"]), "port": r["port"], "reason": r["reason"], "detail": r["detail"]}
