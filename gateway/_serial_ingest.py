@@ -9,6 +9,7 @@ unplug) is reopened with backoff; the tracker resends what was not ACKed.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -38,10 +39,11 @@ __all__ = ["PortReader", "IngestWriter", "PortState", "IngestStats"]
 
 log = logging.getLogger(__name__)
 
-#: Items waiting for the writer. At 20k records/s this is 5 s of input:
-#: enough to ride out a slow fsync, small enough (~2 MB) to bound memory.
-#: When full, readers block, the serial buffers fill and trackers slow down.
-INGEST_QUEUE_MAX_ITEMS = 100_000
+#: Reads waiting for the writer (each a list of the frames of one read, up
+#: to ~30). 10,000 is seconds of input at full speed: enough to ride out a
+#: slow fsync, small enough (tens of MB) to bound memory. When full, readers
+#: block, the serial buffers fill and trackers slow down.
+INGEST_QUEUE_MAX_ITEMS = 10_000
 #: Bytes asked from the port per read; pyserial's inter_byte_timeout does
 #: nothing on POSIX, so read what is waiting with a short timeout instead.
 _READ_CHUNK_BYTES = 4096
@@ -66,6 +68,7 @@ class PortState:
     last_frame_at: float | None = None
     last_error: str | None = None
     reopen_count: int = 0
+    writes_dropped: int = 0  #: ACK or CUE frames the tracker's full line refused
 
 
 @dataclass
@@ -124,12 +127,22 @@ class PortReader(threading.Thread):
             port = self._port
             if port is None:
                 return False
+            # Straight to the (non-blocking) descriptor: pyserial's write()
+            # spins while the line is full, and a tracker that stops reading
+            # must not stall the outbox writer. A dropped ACK is harmless (the
+            # next one carries a newer seq); a dropped cue is resent.
             try:
-                port.write(wire)
-                return True
+                written = os.write(port.fileno(), wire)
+            except BlockingIOError:
+                self.state.writes_dropped += 1
+                return False
             except (serial.SerialException, OSError) as exc:
                 log.debug("write to %s failed: %s", self.state.path, exc)
                 return False
+            if written < len(wire):
+                self.state.writes_dropped += 1
+                return False
+            return True
 
     def run(self) -> None:
         decoder = StreamDecoder()
@@ -156,8 +169,13 @@ class PortReader(threading.Thread):
                 self._close_port()
                 continue
             if data:
+                # One queue item per read, not per frame: the queue's locking
+                # costs as much as decoding a small record.
+                items: list = []
                 for item in decoder.feed(data):
-                    self._handle(item)
+                    self._handle(item, items)
+                if items:
+                    self._out.put(items)
         self._close_port()
         self.state.state = "closed"
 
@@ -170,26 +188,26 @@ class PortReader(threading.Thread):
                     pass
                 self._port = None
 
-    def _handle(self, item: Frame | RejectedFrame) -> None:
+    def _handle(self, item: Frame | RejectedFrame, out: list) -> None:
         state = self.state
         if isinstance(item, RejectedFrame):
             state.rejected += 1
-            self._out.put(QuarantinedFrame(state.path, state.device_id, item.reason, item.detail, item.raw))
+            out.append(QuarantinedFrame(state.path, state.device_id, item.reason, item.detail, item.raw))
             return
         state.frames += 1
         state.last_frame_at = time.time()
         if item.type is FrameType.TELEMETRY:
-            self._out.put(self._telemetry(item))
+            out.append(self._telemetry(item))
         elif item.type is FrameType.HELLO:
-            self._hello(item)
+            self._hello(item, out)
         elif self._on_frame is not None:
             self._on_frame(state, item)
 
-    def _hello(self, frame: Frame) -> None:
+    def _hello(self, frame: Frame, out: list) -> None:
         try:
             hello = Hello.from_payload(frame.payload)
         except FrameError as exc:
-            self._out.put(QuarantinedFrame(self.state.path, self.state.device_id, exc.reason, exc.detail, frame.payload))
+            out.append(QuarantinedFrame(self.state.path, self.state.device_id, exc.reason, exc.detail, frame.payload))
             return
         if (hello.device_id, str(hello.boot_id)) != (self.state.device_id, self.state.boot_id):
             log.info("tracker %s (boot %s, firmware %s) on %s", hello.device_id, hello.boot_id,
@@ -198,7 +216,7 @@ class PortReader(threading.Thread):
         self.state.firmware_version = hello.firmware_version
         # Tell the tracker at once what is durable, so after a gateway restart
         # it resends only what is missing.
-        self._out.put(("hello", self.state.path, hello.device_id, str(hello.boot_id)))
+        out.append(("hello", self.state.path, hello.device_id, str(hello.boot_id)))
 
     def _telemetry(self, frame: Frame) -> AcceptedRecord | QuarantinedFrame:
         path = self.state.path
@@ -252,12 +270,12 @@ class IngestWriter(threading.Thread):
             except queue.Empty:
                 self._tick_history()
                 continue
-            batch = [first]
+            batch = list(first)
             deadline = time.monotonic() + self._interval_s
             while len(batch) < self._batch_max:
                 remaining = deadline - time.monotonic()
                 try:
-                    batch.append(self._inbox.get(timeout=remaining) if remaining > 0 else self._inbox.get_nowait())
+                    batch += self._inbox.get(timeout=remaining) if remaining > 0 else self._inbox.get_nowait()
                 except queue.Empty:
                     break
             self._commit(batch)
