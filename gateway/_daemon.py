@@ -21,7 +21,7 @@ from gateway._control import ControlServer
 from gateway._haptics import HapticSender
 from gateway._metrics import GatewayCollector, start_metrics_server
 from gateway._wearer import WearerCues
-from gateway._outbox import Outbox
+from gateway._outbox import DB_FILENAME, Outbox
 from gateway._serial_ingest import INGEST_QUEUE_MAX_ITEMS, IngestWriter, PortReader, PortState
 from gateway.errors import GatewayError
 from gateway.settings import GatewaySettings
@@ -66,6 +66,11 @@ class GatewayDaemon:
         #: Optional parts, wired when configured: the uplink to RabbitMQ and
         #: the AirPods link. None means disabled.
         self.uplink: Any = None
+        if settings.uplink.enabled:
+            from gateway.uplink import Uplink
+
+            self.uplink = Uplink(settings.uplink, outbox_path=self.state_dir / DB_FILENAME,
+                                 gateway_id=settings.gateway.id, site=settings.gateway.site, registry=self.registry)
         self.incidents: list[dict[str, Any]] = []
 
     # --- lifecycle -----------------------------------------------------------
@@ -99,6 +104,8 @@ class GatewayDaemon:
             reader.start()
         self.control.start()
         self.wearer.start()
+        if self.uplink is not None:
+            self.uplink.start()
         self._housekeeping.start()
         log.info("gateway %s (site %s) reading %d port(s) into %s", self.settings.gateway.id,
                  self.settings.gateway.site, len(self.readers), self.state_dir)
@@ -128,6 +135,8 @@ class GatewayDaemon:
         self._stop.set()
         self.control.stop()
         self.wearer.stop()
+        if self.uplink is not None:
+            self.uplink.stop()
         for reader in self.readers.values():
             reader.join(timeout=2)
         if self.writer is not None:
@@ -149,6 +158,8 @@ class GatewayDaemon:
             log.debug("unexpected %s frame from %s", frame.type.name, port.path)
 
     def _on_commit(self, records: list) -> None:
+        if self.uplink is not None:
+            self.uplink.sync_now()  # live records go out at once, not at the next poll
         self.wearer.feed([r.record for r in records if r.record is not None])
 
     def _send_to_device(self, device_id: str, wire: bytes) -> bool:

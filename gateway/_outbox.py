@@ -55,20 +55,13 @@ def open_database(state_dir: Path, *, readonly: bool = False) -> sqlite3.Connect
 
 
 def _create_schema(db: sqlite_utils.Database) -> None:
-    db["outbox"].create(
-        {
-            "id": int,
-            "device_id": str,
-            "boot_id": str,
-            "seq": int,
-            "timestamp_us": int,
-            "received_at_us": int,
-            "schema_fingerprint": bytes,
-            "datum": bytes,
-        },
-        pk="id",
-        not_null={"device_id", "boot_id", "seq", "timestamp_us", "received_at_us", "schema_fingerprint", "datum"},
-        if_not_exists=True,
+    # AUTOINCREMENT: ids are never reused after the uplink deletes rows, so
+    # a message id (gateway:first-last id) names one set of records forever.
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS outbox ("
+        " id INTEGER PRIMARY KEY AUTOINCREMENT, device_id TEXT NOT NULL, boot_id TEXT NOT NULL,"
+        " seq INTEGER NOT NULL, timestamp_us INTEGER NOT NULL, received_at_us INTEGER NOT NULL,"
+        " schema_fingerprint BLOB NOT NULL, datum BLOB NOT NULL)"
     )
     db["outbox"].create_index(["device_id", "boot_id", "seq"], unique=True, if_not_exists=True)
     db["devices"].create(

@@ -56,9 +56,11 @@ def status(state_dir: str | None, config: str | None, as_json: bool) -> None:
     """Show trackers, the outbox and quarantine (works with or without the daemon)."""
     from gateway.state_reader import read_status
     from gateway.status_view import render_status
+    from gateway.uplink import uplink_status_from_file
 
     settings = _settings(config, state_dir)
     data = read_status(settings.gateway.state_dir)
+    data["uplink"] = uplink_status_from_file(Path(settings.gateway.state_dir) / "gateway.sqlite")
     if as_json:
         click.echo(json.dumps(data, indent=2, sort_keys=True))
     else:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.airpods.settings import AirPodsSettings, CueSettings, VoiceSettings
+from gateway.uplink.settings import UplinkSettings
 from pulsegate.config import load_config
 
 __all__ = ["GatewaySettings", "GatewaySection", "SerialSettings", "MetricsSettings", "load_settings"]
@@ -75,6 +76,7 @@ class GatewaySettings:
     gateway: GatewaySection = field(default_factory=GatewaySection)
     serial: SerialSettings = field(default_factory=SerialSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    uplink: UplinkSettings = field(default_factory=UplinkSettings)
     airpods: AirPodsSettings = field(default_factory=AirPodsSettings)
     voice: VoiceSettings = field(default_factory=VoiceSettings)
     cues: CueSettings = field(default_factory=CueSettings)
