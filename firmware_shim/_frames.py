@@ -96,18 +96,27 @@ def encode_frame(frame_type: FrameType, seq: int, payload: bytes = b"") -> bytes
 def decode_frame(wire: bytes) -> Frame:
     """Decode one frame's bytes (COBS-encoded, with or without the delimiter).
 
+    The checks run in the order PROTOCOL.md gives, and the first that fails
+    names the reason.
+
     Raises:
-        FrameError: with a reason of ``cobs``, ``too_short``, ``too_large``,
+        FrameError: with a reason of ``too_large``, ``cobs``, ``too_short``,
             ``crc``, ``version``, ``length`` or ``type``.
     """
     if wire.endswith(b"\x00"):
         wire = wire[:-1]
-    if len(wire) > MAX_WIRE_FRAME_BYTES:
+    # Checked before decoding so a flood of noise costs nothing; the limit
+    # excludes the delimiter, which was stripped above.
+    if len(wire) > MAX_WIRE_FRAME_BYTES - 1:
         raise FrameError("too_large", f"{len(wire)} encoded bytes")
     try:
         raw = cobs.decode(wire)
     except cobs.DecodeError as exc:
         raise FrameError("cobs", str(exc)) from exc
+    # COBS overhead varies with the data, so a short encoding can still hide
+    # a payload over the limit: the decoded size is the one that counts.
+    if len(raw) > _MAX_RAW_FRAME_BYTES:
+        raise FrameError("too_large", f"{len(raw)} decoded bytes, at most {_MAX_RAW_FRAME_BYTES}")
     if len(raw) < _HEADER_BYTES + _CRC.size:
         raise FrameError("too_short", f"{len(raw)} decoded bytes")
     body, (crc,) = raw[:-4], _CRC.unpack(raw[-4:])
@@ -194,6 +203,10 @@ class StreamDecoder:
 # --- Payloads -----------------------------------------------------------------
 
 _HELLO_FIXED = struct.Struct("<16s8sB")
+#: Limits of the HELLO strings, the same on both sides of the line: the
+#: device id is also a record field that ``validate_record`` bounds to 64.
+_DEVICE_ID_MAX_BYTES = 64
+_FIRMWARE_VERSION_MAX_BYTES = 32
 _ACK = struct.Struct("<16sI")
 _CUE = struct.Struct("<BHB")
 
@@ -210,10 +223,13 @@ class Hello:
     def to_payload(self) -> bytes:
         device = self.device_id.encode("ascii")
         firmware = self.firmware_version.encode("utf-8")
-        if not 1 <= len(device) <= 64:
-            raise ValueError(f"device id {self.device_id!r} must be 1 to 64 ASCII characters")
-        if len(firmware) > 32:
+        if not 1 <= len(device) <= _DEVICE_ID_MAX_BYTES or not self.device_id.isprintable():
+            raise ValueError(f"device id {self.device_id!r} must be 1 to 64 printable ASCII characters")
+        if len(firmware) > _FIRMWARE_VERSION_MAX_BYTES:
             raise ValueError(f"firmware version {self.firmware_version!r} exceeds 32 bytes")
+        # struct's "8s" would pad or cut a wrong-sized value without a word.
+        if len(self.schema_fingerprint) != 8:
+            raise ValueError(f"schema fingerprint must be 8 bytes, got {len(self.schema_fingerprint)}")
         return (
             _HELLO_FIXED.pack(self.boot_id.bytes, self.schema_fingerprint, len(device))
             + device
@@ -236,6 +252,10 @@ class Hello:
             raise FrameError("hello", f"malformed HELLO payload: {exc}") from None
         if not device.isprintable():
             raise FrameError("hello", f"device id {device!r} is not printable")
+        if n_device > _DEVICE_ID_MAX_BYTES or n_firmware > _FIRMWARE_VERSION_MAX_BYTES:
+            raise FrameError(
+                "hello", f"device id of {n_device} or firmware version of {n_firmware} bytes is over the limit"
+            )
         return cls(device, uuid.UUID(bytes=boot), fingerprint, firmware)
 
 

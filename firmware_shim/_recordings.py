@@ -11,7 +11,7 @@ import math
 import warnings
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +53,10 @@ def read_recording(path: str | Path) -> Recording:
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
         raise RecordingError(f"{path}: unknown recording type {suffix!r}; expected one of {', '.join(SUPPORTED_SUFFIXES)}")
-    if not path.is_file():
+    if not path.exists():
         raise RecordingError(f"{path}: no such file")
+    if not path.is_file():
+        raise RecordingError(f"{path}: not a regular file")
     try:
         reader = {".fit": _read_fit, ".gpx": _read_gpx, ".tcx": _read_tcx}[suffix]
         sport, samples = reader(path)
@@ -80,10 +82,15 @@ def _fill_missing_timestamps(samples: list[dict[str, Any]]) -> None:
         previous = sample["timestamp_us"]
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MICROSECOND = timedelta(microseconds=1)
+
+
 def _micros(moment: datetime) -> int:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1_000_000)
+    # Integer arithmetic: timestamp() * 1e6 is a float, 1 µs off at times.
+    return (moment - _EPOCH) // _ONE_MICROSECOND
 
 
 # --- FIT ------------------------------------------------------------------------

@@ -22,7 +22,7 @@ def shim() -> None:
 
 
 @shim.command()
-@click.argument("recording", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("recording", type=click.Path(path_type=Path))
 @click.option("--port", "port", metavar="PATH", help="Serial device to write to, e.g. /dev/ttyUSB0.")
 @click.option("--create-pty", "pty_link", metavar="PATH", type=click.Path(dir_okay=False),
               help="Make a pseudo-terminal and link its far end at PATH, for a gateway on this machine.")

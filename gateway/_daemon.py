@@ -48,6 +48,7 @@ class GatewayDaemon:
         self.started_at = time.time()
         self._stop = threading.Event()
         self._lock_fd: int | None = None
+        self._running = False
         self._inbox: queue.Queue = queue.Queue(maxsize=INGEST_QUEUE_MAX_ITEMS)
         self.readers: dict[str, PortReader] = {}
         self.writer: IngestWriter | None = None
@@ -55,11 +56,9 @@ class GatewayDaemon:
         self.haptics = HapticSender(self._send_to_device)
         #: The registry /metrics serves: the daemon's collector and every part's metrics.
         self.registry = CollectorRegistry()
-        self.wearer = WearerCues(
-            settings.airpods, settings.voice, settings.cues,
-            haptic_sink=lambda device_id, pattern, key: self.haptics.send(device_id, pattern, key),
-            registry=self.registry,
-        )
+        #: Cues for the wearer; made in start(), once the ports are known good,
+        #: so a configuration error is not preceded by audio-device warnings.
+        self.wearer: WearerCues | None = None
         self.alarms = LocalAlarms(settings.gateway.id)
         self.control = ControlServer(self, self.state_dir)
         self._housekeeping = threading.Thread(target=self._housekeeping_loop, name="housekeeping", daemon=True)
@@ -72,6 +71,13 @@ class GatewayDaemon:
             self.uplink = Uplink(settings.uplink, outbox_path=self.state_dir / DB_FILENAME,
                                  gateway_id=settings.gateway.id, site=settings.gateway.site, registry=self.registry)
         self.incidents: list[dict[str, Any]] = []
+        #: Incident notices from central on the uplink's broker; None when the uplink is disabled.
+        self.downlink: Any = None
+        if settings.uplink.enabled:
+            from gateway.downlink import Downlink
+
+            self.downlink = Downlink(settings.uplink, gateway_id=settings.gateway.id,
+                                     on_notice=self._on_notice, registry=self.registry)
 
     # --- lifecycle -----------------------------------------------------------
 
@@ -89,7 +95,11 @@ class GatewayDaemon:
                 reopen_backoff_max_s=serial_settings.reopen_backoff_max_s,
                 on_frame=self._on_frame, stop_event=self._stop,
             )
-            reader.open_first()
+            if serial_settings.missing_port_at_start == "fail" or Path(path).exists():
+                reader.open_first()
+            else:
+                log.warning("serial port %s does not exist yet; waiting for it (serial.missing_port_at_start = wait)", path)
+                reader.state.state = "reopening"
             self.readers[path] = reader
         self.writer = IngestWriter(
             outbox, self._inbox, self.readers, commit_interval_ms=serial_settings.commit_interval_ms,
@@ -102,11 +112,19 @@ class GatewayDaemon:
         self.writer.start()
         for reader in self.readers.values():
             reader.start()
+        self.wearer = WearerCues(
+            self.settings.airpods, self.settings.voice, self.settings.cues,
+            haptic_sink=lambda device_id, pattern, key: self.haptics.send(device_id, pattern, key),
+            registry=self.registry,
+        )
         self.control.start()
         self.wearer.start()
         if self.uplink is not None:
             self.uplink.start()
+        if self.downlink is not None:
+            self.downlink.start()
         self._housekeeping.start()
+        self._running = True
         log.info("gateway %s (site %s) reading %d port(s) into %s", self.settings.gateway.id,
                  self.settings.gateway.site, len(self.readers), self.state_dir)
 
@@ -134,20 +152,27 @@ class GatewayDaemon:
     def stop(self) -> None:
         self._stop.set()
         self.control.stop()
-        self.wearer.stop()
+        if self.downlink is not None:
+            self.downlink.stop()
+        if self.wearer is not None:
+            self.wearer.stop()
         if self.uplink is not None:
             self.uplink.stop()
         for reader in self.readers.values():
-            reader.join(timeout=2)
+            if reader.ident is not None:
+                reader.join(timeout=2)
         if self.writer is not None:
-            self.writer.join(timeout=10)
+            if self.writer.ident is not None:
+                self.writer.join(timeout=10)
             self.writer.outbox.close()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
-        log.info("gateway %s stopped", self.settings.gateway.id)
+        if self._running:
+            self._running = False
+            log.info("gateway %s stopped", self.settings.gateway.id)
 
     # --- frames other than telemetry ----------------------------------------
 
@@ -160,7 +185,15 @@ class GatewayDaemon:
     def _on_commit(self, records: list) -> None:
         if self.uplink is not None:
             self.uplink.sync_now()  # live records go out at once, not at the next poll
-        self.wearer.feed([r.record for r in records if r.record is not None])
+        if self.wearer is not None:
+            self.wearer.feed([r.record for r in records if r.record is not None])
+
+    def _on_notice(self, notice: Any) -> None:
+        """An incident notice from central (downlink thread): list it; cue the wearer if it is news."""
+        from gateway.downlink import apply_notice
+
+        if apply_notice(self.incidents, notice) and self.wearer is not None:
+            self.wearer.incident(notice.incident_id, notice.summary, notice.priority, notice.device_id)
 
     def _send_to_device(self, device_id: str, wire: bytes) -> bool:
         for reader in self.readers.values():
@@ -180,7 +213,8 @@ class GatewayDaemon:
                 self.haptics.retry_due()
                 self.alarms.update(self._alarm_conditions())
                 uplink_up = None if self.uplink is None else self.uplink.status().get("state") == "connected"
-                self.wearer.tick(uplink_up=uplink_up, buffer_fill_pct=self._disk_used_pct())
+                if self.wearer is not None:
+                    self.wearer.tick(uplink_up=uplink_up, buffer_fill_pct=self._disk_used_pct())
             except Exception:  # keep the daemon up; a bug here must not stop ingest
                 log.exception("housekeeping failed")
 
@@ -232,7 +266,7 @@ class GatewayDaemon:
         elif device_id not in connected:
             raise GatewayError(f"tracker {device_id!r} is not connected; connected: {', '.join(connected) or 'none'}")
         cue = self.haptics.send(device_id, HapticPattern.TAP, key="test")
-        if voice:
+        if voice and self.wearer is not None:
             self.wearer.test_cue(None)  # the voice half; the tap went above
         log.info("test cue %d sent to %s", cue.cue_id, device_id)
         return {"cue_id": cue.cue_id, "device_id": device_id}
@@ -240,6 +274,8 @@ class GatewayDaemon:
     def rescan_bluetooth(self) -> dict[str, Any]:
         if not self.settings.airpods.enabled:
             raise GatewayError("the AirPods link is not enabled; set airpods.enabled = true")
+        if self.wearer is None:
+            raise GatewayError("the gateway is still starting; try again in a moment")
         self.wearer.rescan()
         return {"state": self.wearer.status().get("state")}
 
@@ -280,7 +316,8 @@ class GatewayDaemon:
                 "records_per_second": rates[-60:],
             }
         status["uplink"] = self.uplink.status() if self.uplink is not None else {"state": "disabled"}
-        status["airpods"] = self.wearer.status()
+        status["downlink"] = self.downlink.status() if self.downlink is not None else {"state": "disabled"}
+        status["airpods"] = self.wearer.status() if self.wearer is not None else {"state": "starting"}
         status["alarms"] = self.alarms.as_list()
         status["cues"] = self.haptics.recent()
         status["incidents"] = list(self.incidents)

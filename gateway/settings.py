@@ -47,8 +47,14 @@ class SerialSettings:
     commit_interval_ms: int = 20
     """Longest a received record waits before its batch is committed and ACKed."""
     commit_batch_max_records: int = 5000
+    missing_port_at_start: str = "fail"
+    """``fail``: a port that does not exist at start-up stops the daemon with an error
+    (catches typos); ``wait``: start anyway and open it when it appears (an
+    appliance whose trackers may be unplugged at boot)."""
 
     def __post_init__(self) -> None:
+        if self.missing_port_at_start not in ("fail", "wait"):
+            raise ValueError(f"missing_port_at_start must be 'fail' or 'wait', got {self.missing_port_at_start!r}")
         if self.baud_rate <= 0:
             raise ValueError(f"baud_rate must be positive, got {self.baud_rate}")
         if not 1 <= self.commit_interval_ms <= 1000:
