@@ -22,6 +22,11 @@ def _register() -> None:
     from central.incidents.cli import incidents
 
     central.add_command(incidents)
+    from central.detectors.cli import detect
+    from central.fleet.cli import fleet
+
+    central.add_command(detect)
+    central.add_command(fleet)
 
 
 _register()

@@ -5,9 +5,11 @@ Every key can come from the environment as ``PULSEGATE_<SECTION>_<KEY>``.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from central.detectors.settings import DetectorSettings, FleetSettings
 from central.incidents.settings import IncidentSettings, PagerDutySettings, RunbookSettings
 from pulsegate.config import load_config
 
@@ -26,6 +28,8 @@ class StoreSettings:
 
     backend: str = "sqlite"
     """``sqlite`` (embedded, under central.state_dir) or ``cassandra``."""
+    sqlite_path: Path | None = None
+    """The embedded store's file; default ``<central.state_dir>/telemetry.sqlite3``."""
 
     def __post_init__(self) -> None:
         if self.backend not in ("sqlite", "cassandra"):
@@ -41,6 +45,24 @@ class CassandraSettings:
     keyspace: str = "pulsegate"
     replication: str = "{'class': 'SimpleStrategy', 'replication_factor': 1}"
     """CQL replication map for ``db init``; production uses NetworkTopologyStrategy."""
+    local_dc: str = ""
+    """Data centre the driver prefers; empty lets it take the first contact point's."""
+    consistency: str = "LOCAL_QUORUM"
+    """Consistency of writes and ledger reads: a message is acked only after this level accepted it."""
+    connect_timeout_s: float = 5.0
+    request_timeout_s: float = 10.0
+    concurrency: int = 64
+    """Requests in flight per ingest process (``execute_concurrent``)."""
+    rows_per_batch: int = 50
+    """Rows of one partition sent as one single-partition UNLOGGED BATCH; 1 sends row by row."""
+    telemetry_ttl_s: int = 0
+    """``default_time_to_live`` of the telemetry table set by ``db init``; 0 keeps rows forever."""
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[a-z][a-z0-9_]{0,47}", self.keyspace):
+            raise ValueError(f"cassandra.keyspace must be a lower-case CQL identifier, got {self.keyspace!r}")
+        if self.concurrency < 1 or self.rows_per_batch < 1:
+            raise ValueError("cassandra.concurrency and cassandra.rows_per_batch must be at least 1")
 
 
 @dataclass
@@ -48,6 +70,36 @@ class AmqpSettings:
     """[amqp]: the broker central consumes from and publishes cues to."""
 
     url: str = "amqp://guest:guest@127.0.0.1:5672/%2F"
+    heartbeat_s: int = 30
+    """AMQP heartbeat; the ingest loop services it between batches and while it backs off."""
+
+
+@dataclass
+class IngestSettings:
+    """[ingest]: the ingest workers (``pulsegate central ingest``)."""
+
+    prefetch_count: int = 512
+    """Unacked messages the broker hands one worker; bounds its memory and its redelivery on a crash."""
+    batch_max_records: int = 5000
+    """Records gathered from several messages into one store write."""
+    batch_wait_ms: int = 50
+    """How long a worker waits for more messages before writing a partial batch."""
+    metrics_address: str = "127.0.0.1:9466"
+    """host:port of the Prometheus endpoint; empty disables it (e.g. for a second worker on one host)."""
+    ledger_refresh_s: float = 30.0
+    """How often a worker compacts the ledger and refreshes pulsegate_central_ledger_gap_records; 0 never."""
+    max_backoff_s: float = 30.0
+    """Longest wait between retries when the store or the broker is down."""
+
+
+@dataclass
+class BundleSettings:
+    """[bundle]: importing signed bundle files (``pulsegate central import``)."""
+
+    trusted_keys_dir: Path | None = None
+    """Folder of trusted gateway keys, ``<gateway_id>.pub``; default ``<central.state_dir>/trusted-keys``."""
+    import_chunk_records: int = 5000
+    """Records written per store call while importing."""
 
 
 @dataclass
@@ -58,9 +110,13 @@ class CentralSettings:
     store: StoreSettings = field(default_factory=StoreSettings)
     cassandra: CassandraSettings = field(default_factory=CassandraSettings)
     amqp: AmqpSettings = field(default_factory=AmqpSettings)
+    ingest: IngestSettings = field(default_factory=IngestSettings)
+    bundle: BundleSettings = field(default_factory=BundleSettings)
     incidents: IncidentSettings = field(default_factory=IncidentSettings)
     pagerduty: PagerDutySettings = field(default_factory=PagerDutySettings)
     runbooks: RunbookSettings = field(default_factory=RunbookSettings)
+    detectors: DetectorSettings = field(default_factory=DetectorSettings)
+    fleet: FleetSettings = field(default_factory=FleetSettings)
 
 
 def load_settings(path: str | Path | None = None) -> CentralSettings:

@@ -170,10 +170,15 @@ def serve_command(config_path: Path | None) -> None:
     """Serve the HTTP API, Alertmanager webhook and /metrics, and run SLA timers, paging and runbooks."""
     from central.settings import load_settings
 
+    from central.downlink import notifier_from_settings
+
     try:
         settings = load_settings(config_path)
         service = build_service(settings)
-        daemon = IncidentDaemon(service, Path(settings.central.state_dir) / "runbooks")
+        # Gateway notices go out over RabbitMQ when [amqp] url is configured;
+        # without it they stay queued in the store, as in the embedded setup.
+        notifier = notifier_from_settings(settings, config_path)
+        daemon = IncidentDaemon(service, Path(settings.central.state_dir) / "runbooks", gateway_notifier=notifier)
     except (ConfigError, CentralError) as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
@@ -183,5 +188,9 @@ def serve_command(config_path: Path | None) -> None:
         signal.signal(sig, lambda *_: done.set())
     daemon.start()
     click.echo(f"incident service on {daemon.http.url} (Ctrl-C to stop)")
+    if notifier is not None:
+        click.echo(f"gateway notices go to {notifier.broker}")
     done.wait()
     daemon.stop()
+    if notifier is not None:
+        notifier.close()

@@ -1,0 +1,197 @@
+"""CLI commands of central's store and ingest: ``db init``, ``ledger``, ``ingest``, ``import``.
+
+Registered on the ``pulsegate central`` group in :mod:`central.cli`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from central.settings import CentralSettings, load_settings
+
+if TYPE_CHECKING:
+    from central.store import TelemetryStore
+
+__all__ = ["db", "ledger", "ingest", "import_command"]
+
+log = logging.getLogger(__name__)
+
+_CONFIG = click.option("--config", type=click.Path(dir_okay=False), help="TOML config file.")
+#: Missing ranges shown per boot in the table; --json lists them all.
+_RANGES_SHOWN = 4
+
+
+@click.group()
+def db() -> None:
+    """The store's schema."""
+
+
+@db.command("init")
+@_CONFIG
+def db_init(config: str | None) -> None:
+    """Create the keyspace (or SQLite file) and tables; safe to run again."""
+    from central.store import open_store, sqlite_path
+
+    settings = load_settings(config)
+    store = open_store(settings)
+    try:
+        store.init_schema()
+    finally:
+        store.close()
+    if settings.store.backend == "cassandra":
+        click.echo(
+            f"keyspace {settings.cassandra.keyspace} ready (replication {settings.cassandra.replication})"
+        )
+    else:
+        click.echo(f"store ready in {sqlite_path(settings)}")
+
+
+@click.command()
+@_CONFIG
+@click.option("--device", "device_id", help="Only this device.")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def ledger(config: str | None, device_id: str | None, as_json: bool) -> None:
+    """Per device boot: the records central holds and the gaps between them."""
+    from central.store import open_store
+
+    store = open_store(load_settings(config))
+    try:
+        entries = store.ledger(device_id)
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps({"devices": [entry.as_json() for entry in entries]}, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("device", "boot", "gateway", "records", "first", "last", "gaps", "missing")
+    for entry in entries:
+        shown = ", ".join(
+            f"{a}-{b}" if a != b else str(a) for a, b in entry.missing[:_RANGES_SHOWN]
+        )
+        more = len(entry.missing) - _RANGES_SHOWN
+        table.add_row(
+            entry.device_id,
+            entry.boot_id[:8],
+            entry.gateway_id or "",
+            str(entry.records),
+            str(entry.first_seq),
+            str(entry.last_seq),
+            str(entry.gaps),
+            shown + (f" (+{more} more)" if more > 0 else ""),
+            style="red" if entry.gaps else None,
+        )
+    Console().print(table if entries else "the ledger is empty")
+
+
+def _open_store_when_up(settings: CentralSettings, stop: threading.Event) -> TelemetryStore:
+    """Open the store, waiting with backoff while it is unreachable (Cassandra starting)."""
+    from tenacity import (
+        Retrying,
+        before_sleep_log,
+        retry_if_exception_type,
+        wait_random_exponential,
+    )
+
+    from central.store import StoreUnavailable, open_store
+
+    retrying = Retrying(
+        retry=retry_if_exception_type(StoreUnavailable),
+        wait=wait_random_exponential(multiplier=0.5, max=settings.ingest.max_backoff_s),
+        stop=lambda _state: stop.is_set(),
+        sleep=stop.wait,
+        before_sleep=before_sleep_log(log, logging.WARNING),
+        reraise=True,
+    )
+    return retrying(open_store, settings)
+
+
+@click.command()
+@_CONFIG
+def ingest(config: str | None) -> None:
+    """Consume telemetry from RabbitMQ into the store until SIGTERM or Ctrl-C.
+
+    Run as many as you like: they share the queue.
+    """
+    from central.errors import CentralError
+    from central.ingest import IngestWorker
+    from central.ingest._metrics import serve_metrics
+
+    settings = load_settings(config)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        serve_metrics(settings.ingest.metrics_address)
+    except (OSError, ValueError) as exc:
+        raise CentralError(
+            f"cannot serve metrics on ingest.metrics_address {settings.ingest.metrics_address!r}: {exc}; "
+            'pick a free port or set it to "" for a second worker on this host'
+        ) from None
+    store = _open_store_when_up(settings, stop)
+    worker = IngestWorker(settings, store, stop=stop)
+    try:
+        worker.run()
+    finally:
+        store.close()
+
+
+@click.command("import")
+@click.argument("bundle", type=click.Path(exists=True, dir_okay=False))
+@_CONFIG
+def import_command(bundle: str, config: str | None) -> None:
+    """Import a signed bundle file carried from an offline gateway (safe to repeat)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    from central.ingest import import_bundle
+    from central.store import open_store
+    from firmware_shim.bundle_format import load_trusted_keys
+
+    settings = load_settings(config)
+    keys_dir = settings.bundle.trusted_keys_dir or settings.central.state_dir / "trusted-keys"
+    trusted = load_trusted_keys(Path(keys_dir))
+    store = open_store(settings)
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+    )
+    try:
+        with Progress(*columns, transient=True) as bar:
+            tasks: dict[str, int] = {}
+
+            def progress(phase: str, done: int, total: int) -> None:
+                if phase not in tasks:
+                    label = "checking" if phase == "check" else "writing"
+                    tasks[phase] = bar.add_task(label, total=total)
+                bar.update(tasks[phase], completed=done)
+
+            result = import_bundle(
+                store,
+                bundle,
+                trusted,
+                chunk_records=settings.bundle.import_chunk_records,
+                progress=progress,
+            )
+    finally:
+        store.close()
+    meta = result.metadata
+    click.echo(
+        f"imported {result.records} records from gateway {meta.gateway_id} (site {meta.site}, "
+        f"created {meta.created_at}) in {result.duration_s:.1f} s"
+    )

@@ -1,0 +1,357 @@
+"""The Cassandra store: telemetry partitioned by device and day, and the ledger.
+
+Tables (keyspace from ``[cassandra] keyspace``):
+
+``telemetry``  ``PRIMARY KEY ((device_id, day), timestamp_us, boot_id, seq)``,
+    newest first. Ops read a device's day (or the last hour of it), and a
+    partition stays bounded (one tracker, one day, at most 86,400 rows at
+    1 Hz). ``day`` and ``timestamp_us`` come from the record itself, so the
+    key is a function of ``(device_id, boot_id, seq)`` and an upsert of a
+    redelivered record lands on the same row.
+``ledger_ranges``  ``PRIMARY KEY ((device_id, boot_id), first_seq, last_seq)``:
+    the ranges of :mod:`central.ledger`, one partition per boot.
+``ledger_boots``  ``PRIMARY KEY (device_id, boot_id)``: the boots of a device,
+    so one device's ledger is read without a scan.
+
+Writes are prepared, idempotent, at ``[cassandra] consistency``, sent with the
+driver's ``execute_concurrent``. Rows of one partition go as one
+single-partition UNLOGGED BATCH (up to ``rows_per_batch``): one request and
+one mutation on the replica instead of fifty, and Cassandra neither warns
+about nor batchlogs single-partition batches.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from cassandra import ConsistencyLevel, InvalidRequest
+from cassandra.cluster import (
+    EXEC_PROFILE_DEFAULT,
+    Cluster,
+    ExecutionProfile,
+    NoHostAvailable,
+    Session,
+)
+from cassandra.concurrent import execute_concurrent, execute_concurrent_with_args
+from cassandra.policies import (
+    DCAwareRoundRobinPolicy,
+    ExponentialReconnectionPolicy,
+    TokenAwarePolicy,
+)
+from cassandra.query import BatchStatement, BatchType, PreparedStatement, tuple_factory
+
+from central.ledger import LedgerEntry, ledger_entry, merge_ranges
+from central.settings import CassandraSettings
+from central.store._model import (
+    COLUMNS,
+    RangeRow,
+    StoreError,
+    StoreUnavailable,
+    TelemetryRow,
+    days_between,
+    range_rows,
+)
+
+__all__ = ["CassandraStore"]
+
+log = logging.getLogger(__name__)
+
+_COLUMN_TYPES = {
+    "device_id": "text",
+    "day": "date",
+    "timestamp_us": "bigint",
+    "boot_id": "uuid",
+    "seq": "bigint",
+    "gateway_id": "text",
+    "site": "text",
+    "schema_version": "int",
+    "ingested_at_us": "bigint",
+    "heart_rate_bpm": "int",
+    "cadence_rpm": "int",
+    "speed_m_s": "float",
+    "distance_m": "double",
+    "latitude_deg": "double",
+    "longitude_deg": "double",
+    "altitude_m": "float",
+    "power_w": "int",
+    "temperature_c": "float",
+    "steps": "bigint",
+    "battery_pct": "int",
+    "host_uptime_s": "bigint",
+    "host_cpu_load": "float",
+    "host_free_memory_bytes": "bigint",
+    # frozen: a non-frozen collection makes every INSERT also write a tombstone.
+    "rr_intervals_ms": "frozen<list<int>>",
+    "respiration_rate_bpm": "float",
+    "sport": "text",
+}
+_RANGE_COLUMNS = RangeRow._fields
+#: Errors that no retry fixes: a missing table, a bad query, bad credentials.
+_PERMANENT = (InvalidRequest,)
+
+
+def _ddl(settings: CassandraSettings) -> list[str]:
+    ks = settings.keyspace
+    columns = ", ".join(f"{name} {_COLUMN_TYPES[name]}" for name in COLUMNS)
+    return [
+        f"CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = {settings.replication}",
+        # Compaction stays the default: bundles and month-old backlogs arrive
+        # out of time order, which defeats TimeWindowCompactionStrategy.
+        f"CREATE TABLE IF NOT EXISTS {ks}.telemetry ({columns}, "
+        "PRIMARY KEY ((device_id, day), timestamp_us, boot_id, seq)) "
+        "WITH CLUSTERING ORDER BY (timestamp_us DESC, boot_id ASC, seq ASC) "
+        f"AND default_time_to_live = {int(settings.telemetry_ttl_s)}",
+        f"CREATE TABLE IF NOT EXISTS {ks}.ledger_ranges (device_id text, boot_id uuid, "
+        "first_seq bigint, last_seq bigint, gateway_id text, site text, written_at_us bigint, "
+        "PRIMARY KEY ((device_id, boot_id), first_seq, last_seq))",
+        f"CREATE TABLE IF NOT EXISTS {ks}.ledger_boots (device_id text, boot_id uuid, "
+        "PRIMARY KEY (device_id, boot_id))",
+    ]
+
+
+class CassandraStore:
+    """Telemetry and ledger in Cassandra; see :class:`central.store.TelemetryStore`."""
+
+    def __init__(self, settings: CassandraSettings) -> None:
+        self.settings = settings
+        consistency = ConsistencyLevel.name_to_value.get(settings.consistency.upper())
+        if consistency is None:
+            raise StoreError(
+                f"cassandra.consistency {settings.consistency!r} is not a consistency level"
+            )
+        profile = ExecutionProfile(
+            load_balancing_policy=TokenAwarePolicy(
+                DCAwareRoundRobinPolicy(local_dc=settings.local_dc or None)
+            ),
+            consistency_level=consistency,
+            request_timeout=settings.request_timeout_s,
+            row_factory=tuple_factory,
+        )
+        self._cluster = Cluster(
+            contact_points=list(settings.hosts),
+            port=settings.port,
+            execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+            connect_timeout=settings.connect_timeout_s,
+            # Cassandra 4.0 and later speak v5; naming it skips the driver's
+            # downgrade dance (and its warnings) through the DSE versions.
+            protocol_version=5,
+            # Retry a lost node every 0.5 s up to 5 s apart (the default climbs to
+            # 10 minutes): after a restart, ingest resumes within seconds.
+            reconnection_policy=ExponentialReconnectionPolicy(0.5, 5.0),
+        )
+        self._session = self._connect()
+        self._statements: dict[str, PreparedStatement] = {}
+
+    def _connect(self) -> Session:
+        # The driver logs a refused connection as an ERROR with a traceback;
+        # the StoreUnavailable below says it in one line instead.
+        driver_log = logging.getLogger("cassandra.cluster")
+        level = driver_log.level
+        driver_log.setLevel(logging.CRITICAL)
+        try:
+            return self._cluster.connect()
+        except NoHostAvailable as exc:
+            self._cluster.shutdown()
+            hosts = ", ".join(f"{h}:{self.settings.port}" for h in self.settings.hosts)
+            raise StoreUnavailable(
+                f"cannot reach Cassandra at {hosts}; start it "
+                "('packaging/services/pulsegate-services start cassandra') or fix [cassandra] hosts"
+            ) from exc
+        finally:
+            driver_log.setLevel(level)
+
+    def init_schema(self) -> None:
+        for statement in _ddl(self.settings):
+            try:
+                self._session.execute(statement, timeout=60)
+            except _PERMANENT as exc:
+                raise StoreError(
+                    f"Cassandra refused the schema ({exc}); check [cassandra] replication"
+                ) from exc
+            except Exception as exc:  # the driver's errors share no base class
+                raise StoreUnavailable(
+                    f"creating the schema failed ({type(exc).__name__}: {exc}); run db init again"
+                ) from exc
+        log.info(
+            "keyspace %s ready (replication %s)", self.settings.keyspace, self.settings.replication
+        )
+
+    def _prepared(self, name: str) -> PreparedStatement:
+        statement = self._statements.get(name)
+        if statement is None:
+            ks = self.settings.keyspace
+            cql = {
+                "row": f"INSERT INTO {ks}.telemetry ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
+                "range": f"INSERT INTO {ks}.ledger_ranges ({', '.join(_RANGE_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "boot": f"INSERT INTO {ks}.ledger_boots (device_id, boot_id) VALUES (?, ?)",
+                "delete_range": f"DELETE FROM {ks}.ledger_ranges WHERE device_id = ? AND boot_id = ? "
+                "AND first_seq = ? AND last_seq = ?",
+                "boot_ranges": f"SELECT {', '.join(_RANGE_COLUMNS)} FROM {ks}.ledger_ranges "
+                "WHERE device_id = ? AND boot_id = ?",
+                "device_boots": f"SELECT boot_id FROM {ks}.ledger_boots WHERE device_id = ?",
+                "day_rows": f"SELECT {', '.join(COLUMNS)} FROM {ks}.telemetry WHERE device_id = ? "
+                "AND day = ? AND timestamp_us >= ? AND timestamp_us < ?",
+            }[name]
+            try:
+                statement = self._session.prepare(cql)
+            except _PERMANENT as exc:
+                raise StoreError(
+                    f"keyspace {ks!r} lacks central's tables ({exc}); run 'pulsegate central db init'"
+                ) from exc
+            except Exception as exc:
+                raise StoreUnavailable(f"cannot prepare statements on Cassandra: {exc}") from exc
+            # Every write here is an upsert or a delete by full key: replaying it is harmless,
+            # so the driver may retry and speculate.
+            statement.is_idempotent = True
+            self._statements[name] = statement
+        return statement
+
+    def write(self, rows: Sequence[TelemetryRow]) -> None:
+        if not rows:
+            return
+        ranges = range_rows(rows, time.time_ns() // 1000)
+        insert = self._prepared("row")
+        if self.settings.rows_per_batch > 1:
+            self._run_concurrent([(batch, None) for batch in self._partition_batches(insert, rows)])
+        else:
+            self._run_concurrent_args(insert, rows)
+        # The ledger only after every row is in: a range row claims its rows are held.
+        self._run_concurrent_args(self._prepared("range"), ranges)
+        self._run_concurrent_args(
+            self._prepared("boot"), {(r.device_id, r.boot_id) for r in ranges}
+        )
+
+    def _partition_batches(
+        self, insert: PreparedStatement, rows: Sequence[TelemetryRow]
+    ) -> list[BatchStatement]:
+        by_partition: dict[tuple[str, Any], list[TelemetryRow]] = defaultdict(list)
+        for row in rows:
+            by_partition[(row.device_id, row.day)].append(row)
+        size = self.settings.rows_per_batch
+        batches = []
+        for partition_rows in by_partition.values():
+            for start in range(0, len(partition_rows), size):
+                batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+                batch.is_idempotent = True
+                for row in partition_rows[start : start + size]:
+                    batch.add(insert, row)
+                batches.append(batch)
+        return batches
+
+    def _run_concurrent(self, statements_and_params: list[tuple[Any, Any]]) -> None:
+        try:
+            results = execute_concurrent(
+                self._session,
+                statements_and_params,
+                concurrency=self.settings.concurrency,
+                raise_on_first_error=False,
+                results_generator=False,
+            )
+        except NoHostAvailable as exc:
+            raise StoreUnavailable(f"no Cassandra node available: {exc}") from exc
+        self._raise_first_failure(results)
+
+    def _run_concurrent_args(
+        self, statement: PreparedStatement, params: Iterable[Sequence[Any]]
+    ) -> None:
+        try:
+            results = execute_concurrent_with_args(
+                self._session,
+                statement,
+                list(params),
+                concurrency=self.settings.concurrency,
+                raise_on_first_error=False,
+                results_generator=False,
+            )
+        except NoHostAvailable as exc:
+            raise StoreUnavailable(f"no Cassandra node available: {exc}") from exc
+        self._raise_first_failure(results)
+
+    @staticmethod
+    def _raise_first_failure(results: Iterable[Any]) -> None:
+        failures = [result for ok, result in results if not ok]
+        if not failures:
+            return
+        first = failures[0]
+        if isinstance(first, _PERMANENT):
+            raise StoreError(f"Cassandra refused a write: {first}") from first
+        raise StoreUnavailable(
+            f"{len(failures)} Cassandra writes failed, first {type(first).__name__}: {first}"
+        ) from first
+
+    def _read(
+        self, statement: PreparedStatement | str, params: Sequence[Any] = ()
+    ) -> list[tuple[Any, ...]]:
+        try:
+            return list(self._session.execute(statement, params))
+        except _PERMANENT as exc:
+            raise StoreError(
+                f"Cassandra refused a read: {exc}; run 'pulsegate central db init'"
+            ) from exc
+        except (
+            Exception
+        ) as exc:  # NoHostAvailable, timeouts, Unavailable: the driver's tree has no common base
+            raise StoreUnavailable(f"Cassandra read failed: {type(exc).__name__}: {exc}") from exc
+
+    def _range_rows(self, device_id: str | None) -> list[tuple[Any, ...]]:
+        if device_id is None:
+            ks = self.settings.keyspace
+            return self._read(f"SELECT {', '.join(_RANGE_COLUMNS)} FROM {ks}.ledger_ranges")
+        found = []
+        for (boot_id,) in self._read(self._prepared("device_boots"), (device_id,)):
+            found += self._read(self._prepared("boot_ranges"), (device_id, boot_id))
+        return found
+
+    def ledger(self, device_id: str | None = None) -> list[LedgerEntry]:
+        by_boot: dict[tuple[str, str], list[tuple[Any, ...]]] = defaultdict(list)
+        for row in self._range_rows(device_id):
+            by_boot[(row[0], str(row[1]))].append(row)
+        entries = []
+        for (dev, boot), parts in sorted(by_boot.items()):
+            newest = max(parts, key=lambda p: p[3])
+            entries.append(
+                ledger_entry(dev, boot, [(p[2], p[3]) for p in parts], newest[4], newest[5])
+            )
+        return entries
+
+    def compact_ledger(self, min_rows: int = 2) -> int:
+        by_boot: dict[tuple[str, Any], list[tuple[Any, ...]]] = defaultdict(list)
+        for row in self._range_rows(None):
+            by_boot[(row[0], row[1])].append(row)
+        compacted = 0
+        for (dev, boot), parts in by_boot.items():
+            if len(parts) < max(min_rows, 2):
+                continue
+            merged = merge_ranges((p[2], p[3]) for p in parts)
+            if len(merged) == len(parts):
+                continue
+            newest = max(parts, key=lambda p: p[3])
+            # Insert the merged ranges first, then delete what they cover: a
+            # concurrent reader or compactor never sees the union shrink.
+            self._run_concurrent_args(
+                self._prepared("range"),
+                [(dev, boot, a, b, newest[4], newest[5], newest[6]) for a, b in merged],
+            )
+            stale = [(dev, boot, p[2], p[3]) for p in parts if (p[2], p[3]) not in merged]
+            self._run_concurrent_args(self._prepared("delete_range"), stale)
+            compacted += 1
+        return compacted
+
+    def telemetry(self, device_id: str, start_us: int, end_us: int) -> list[TelemetryRow]:
+        rows = []
+        statement = self._prepared("day_rows")
+        for day in days_between(start_us, end_us):
+            for values in self._read(statement, (device_id, day, start_us, end_us)):
+                values = list(values)
+                values[1] = values[1].date()  # cassandra.util.Date
+                values[23] = list(values[23] or ())  # Cassandra stores an empty list as null
+                rows.append(TelemetryRow(*values))
+        rows.sort(key=lambda r: (r.timestamp_us, str(r.boot_id), r.seq))
+        return rows
+
+    def close(self) -> None:
+        self._cluster.shutdown()

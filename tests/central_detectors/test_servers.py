@@ -1,0 +1,167 @@
+"""The detectors and fleet health on the real Cassandra, and the dead-letter check on the real RabbitMQ.
+
+These fail, not skip, when the servers cannot be started.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pika
+import pytest
+
+from central.detectors import Detectors
+from central.fleet import build_fleet_report
+from central.settings import CentralSettings, load_settings
+from central.store import TelemetryStore, open_store
+from firmware_shim.amqp_topology import DEAD_LETTER_QUEUE, declare_topology
+
+from .conftest import FakeClock, incidents_of, write_config
+from .streams import US, Tracker, every_second
+
+pytestmark = pytest.mark.servers
+
+REPO = Path(__file__).resolve().parents[2]
+SERVICES = REPO / "packaging" / "services" / "pulsegate-services"
+
+
+def start(service: str) -> None:
+    """Start a real server with the project's script (a no-op when it runs); fail loudly."""
+    done = subprocess.run(
+        [str(SERVICES), "start", service], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, (
+        f"pulsegate-services start {service} failed:\n{done.stdout}\n{done.stderr}"
+    )
+
+
+def rabbitmqctl(*args: str) -> None:
+    home = (
+        Path(os.environ.get("PULSEGATE_SERVICES_STATE_DIR", REPO / ".state" / "services"))
+        / "rabbitmq"
+    )
+    env = {**os.environ, "HOME": str(home / "erlang-home"), "ERL_EPMD_ADDRESS": "127.0.0.1"}
+    for _attempt in range(3):  # another suite may be restarting the broker meanwhile
+        done = subprocess.run(
+            ["/usr/lib/rabbitmq/bin/rabbitmqctl", "-n", "pulsegate@localhost", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+        )
+        if done.returncode == 0:
+            return
+        start("rabbitmq")
+    raise AssertionError(f"rabbitmqctl {' '.join(args)} failed: {done.stderr}")
+
+
+@pytest.fixture
+def cassandra_settings(tmp_path: Path) -> Iterator[CentralSettings]:
+    start("cassandra")
+    keyspace = f"pg_detect_{uuid.uuid4().hex[:10]}"
+    path = write_config(
+        tmp_path / "central.toml",
+        tmp_path / "state",
+        store={"backend": "cassandra"},
+        cassandra={"keyspace": keyspace},
+        detectors={"metrics_address": "", "dead_letter": "off"},
+    )
+    yield load_settings(path)
+    from cassandra.cluster import Cluster
+
+    cluster = Cluster(["127.0.0.1"], port=9042, protocol_version=5)
+    try:
+        cluster.connect().execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=120)
+    finally:
+        cluster.shutdown()
+
+
+@pytest.fixture
+def cassandra_store(cassandra_settings: CentralSettings) -> Iterator[TelemetryStore]:
+    store = open_store(cassandra_settings)
+    store.init_schema()
+    yield store
+    store.close()
+
+
+def test_heart_rate_and_gap_on_cassandra(
+    cassandra_settings: CentralSettings, cassandra_store: TelemetryStore, clock: FakeClock
+) -> None:
+    cassandra_settings.detectors.enabled = ["heart_rate_out_of_band", "ledger_gap"]
+    tracker = Tracker(cassandra_store, "TR-CASS")
+    t = clock.now_us - 300 * US
+    tracker.send(every_second(t, 30, heart_rate_bpm=190), received_us=t + 30 * US)  # spans 29 s
+    gap = tracker.rows([(t + 40 * US, {}), (t + 41 * US, {})], received_us=t + 41 * US)
+    cassandra_store.write(gap[1:])  # seq 31 never arrives
+    detectors = Detectors.open(cassandra_settings, clock)
+    try:
+        assert detectors.run_pass() == []
+        tracker.send(every_second(t + 50 * US, 31, heart_rate_bpm=190), received_us=t + 81 * US)
+        clock.advance(301)
+        actions = sorted((a.verb, a.kind, a.priority) for a in detectors.run_pass())
+        assert actions == [
+            ("raised", "heart_rate_out_of_band", "P1"),
+            ("raised", "ledger_gap", "P3"),
+        ]
+        assert detectors.run_pass() == []
+        (gap_incident,) = incidents_of(detectors, "ledger_gap")
+        assert gap_incident.details["missing_ranges"] == {tracker.boot_id: [[31, 31]]}
+
+        report = build_fleet_report(
+            cassandra_settings, detectors.reader, detectors.store, detectors.service, clock()
+        )
+        doc = report.as_json()
+        assert doc["summary"]["devices"] == 1 and doc["summary"]["gateways"] == 1
+        assert doc["gateways"][0]["records_missing"] == 1
+        assert doc["devices"][0]["device_id"] == "TR-CASS"
+        assert doc["incidents"]["by_priority"]["P1"] == 1
+    finally:
+        detectors.close()
+
+
+def test_dead_letter_depth_raises_grows_and_resolves(
+    settings: CentralSettings, store: TelemetryStore, clock: FakeClock
+) -> None:
+    start("rabbitmq")
+    vhost = f"pg-detect-{uuid.uuid4().hex[:10]}"
+    rabbitmqctl("add_vhost", vhost)
+    rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    try:
+        settings.amqp.url = f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
+        settings.detectors.enabled, settings.detectors.dead_letter = ["dead_letter"], "on"
+        detectors = Detectors.open(settings, clock)
+        connection = pika.BlockingConnection(pika.URLParameters(settings.amqp.url))
+        try:
+            assert detectors.run_pass() == []  # no queue yet: nothing dead-lettered
+            channel = connection.channel()
+            declare_topology(channel)
+            channel.confirm_delivery()
+
+            def dead_letter(count: int) -> None:
+                for n in range(count):
+                    channel.basic_publish(
+                        "",
+                        DEAD_LETTER_QUEUE,
+                        f"poison {n}".encode(),
+                        pika.BasicProperties(delivery_mode=2),
+                    )
+
+            dead_letter(2)
+            assert [(a.verb, a.subject, a.priority) for a in detectors.run_pass()] == [
+                ("raised", f"queue:{DEAD_LETTER_QUEUE}", "P3")
+            ]
+            assert detectors.run_pass() == []  # unchanged depth
+            dead_letter(1)
+            assert [a.verb for a in detectors.run_pass()] == ["repeated"]
+            assert incidents_of(detectors, "dead_letter")[0].details["depth"] == 3
+            channel.queue_purge(DEAD_LETTER_QUEUE)
+            assert [a.verb for a in detectors.run_pass()] == ["resolved"]
+        finally:
+            connection.close()
+            detectors.close()
+    finally:
+        rabbitmqctl("delete_vhost", vhost)
