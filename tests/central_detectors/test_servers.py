@@ -5,14 +5,13 @@ These fail, not skip, when the servers cannot be started.
 
 from __future__ import annotations
 
-import os
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pika
 import pytest
+from server_harness import services
 
 from central.detectors import Detectors
 from central.fleet import build_fleet_report
@@ -25,43 +24,9 @@ from .streams import US, Tracker, every_second
 
 pytestmark = pytest.mark.servers
 
-REPO = Path(__file__).resolve().parents[2]
-SERVICES = REPO / "packaging" / "services" / "pulsegate-services"
-
-
-def start(service: str) -> None:
-    """Start a real server with the project's script (a no-op when it runs); fail loudly."""
-    done = subprocess.run(
-        [str(SERVICES), "start", service], capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, (
-        f"pulsegate-services start {service} failed:\n{done.stdout}\n{done.stderr}"
-    )
-
-
-def rabbitmqctl(*args: str) -> None:
-    home = (
-        Path(os.environ.get("PULSEGATE_SERVICES_STATE_DIR", REPO / ".state" / "services"))
-        / "rabbitmq"
-    )
-    env = {**os.environ, "HOME": str(home / "erlang-home"), "ERL_EPMD_ADDRESS": "127.0.0.1"}
-    for _attempt in range(3):  # another suite may be restarting the broker meanwhile
-        done = subprocess.run(
-            ["/usr/lib/rabbitmq/bin/rabbitmqctl", "-n", "pulsegate@localhost", *args],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            env=env,
-        )
-        if done.returncode == 0:
-            return
-        start("rabbitmq")
-    raise AssertionError(f"rabbitmqctl {' '.join(args)} failed: {done.stderr}")
-
-
 @pytest.fixture
 def cassandra_settings(tmp_path: Path) -> Iterator[CentralSettings]:
-    start("cassandra")
+    services("start", "cassandra")
     keyspace = f"pg_detect_{uuid.uuid4().hex[:10]}"
     path = write_config(
         tmp_path / "central.toml",
@@ -124,44 +89,37 @@ def test_heart_rate_and_gap_on_cassandra(
 
 
 def test_dead_letter_depth_raises_grows_and_resolves(
-    settings: CentralSettings, store: TelemetryStore, clock: FakeClock
+    settings: CentralSettings, store: TelemetryStore, clock: FakeClock, amqp_url: str
 ) -> None:
-    start("rabbitmq")
-    vhost = f"pg-detect-{uuid.uuid4().hex[:10]}"
-    rabbitmqctl("add_vhost", vhost)
-    rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    settings.amqp.url = amqp_url
+    settings.detectors.enabled, settings.detectors.dead_letter = ["dead_letter"], "on"
+    detectors = Detectors.open(settings, clock)
+    connection = pika.BlockingConnection(pika.URLParameters(settings.amqp.url))
     try:
-        settings.amqp.url = f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
-        settings.detectors.enabled, settings.detectors.dead_letter = ["dead_letter"], "on"
-        detectors = Detectors.open(settings, clock)
-        connection = pika.BlockingConnection(pika.URLParameters(settings.amqp.url))
-        try:
-            assert detectors.run_pass() == []  # no queue yet: nothing dead-lettered
-            channel = connection.channel()
-            declare_topology(channel)
-            channel.confirm_delivery()
+        assert detectors.run_pass() == []  # no queue yet: nothing dead-lettered
+        channel = connection.channel()
+        declare_topology(channel)
+        channel.confirm_delivery()
 
-            def dead_letter(count: int) -> None:
-                for n in range(count):
-                    channel.basic_publish(
-                        "",
-                        DEAD_LETTER_QUEUE,
-                        f"poison {n}".encode(),
-                        pika.BasicProperties(delivery_mode=2),
-                    )
+        def dead_letter(count: int) -> None:
+            for n in range(count):
+                channel.basic_publish(
+                    "",
+                    DEAD_LETTER_QUEUE,
+                    f"poison {n}".encode(),
+                    pika.BasicProperties(delivery_mode=2),
+                )
 
-            dead_letter(2)
-            assert [(a.verb, a.subject, a.priority) for a in detectors.run_pass()] == [
-                ("raised", f"queue:{DEAD_LETTER_QUEUE}", "P3")
-            ]
-            assert detectors.run_pass() == []  # unchanged depth
-            dead_letter(1)
-            assert [a.verb for a in detectors.run_pass()] == ["repeated"]
-            assert incidents_of(detectors, "dead_letter")[0].details["depth"] == 3
-            channel.queue_purge(DEAD_LETTER_QUEUE)
-            assert [a.verb for a in detectors.run_pass()] == ["resolved"]
-        finally:
-            connection.close()
-            detectors.close()
+        dead_letter(2)
+        assert [(a.verb, a.subject, a.priority) for a in detectors.run_pass()] == [
+            ("raised", f"queue:{DEAD_LETTER_QUEUE}", "P3")
+        ]
+        assert detectors.run_pass() == []  # unchanged depth
+        dead_letter(1)
+        assert [a.verb for a in detectors.run_pass()] == ["repeated"]
+        assert incidents_of(detectors, "dead_letter")[0].details["depth"] == 3
+        channel.queue_purge(DEAD_LETTER_QUEUE)
+        assert [a.verb for a in detectors.run_pass()] == ["resolved"]
     finally:
-        rabbitmqctl("delete_vhost", vhost)
+        connection.close()
+        detectors.close()

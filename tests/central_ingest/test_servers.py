@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pika
 import pytest
+from server_harness import services
 
 from central.ingest import DecodedBatch, accept_batches
 from central.settings import load_settings
@@ -34,7 +35,6 @@ from central_ingest.testdata import (
     message_headers,
     publish,
     run_cli,
-    services,
 )
 from firmware_shim.amqp_topology import DEAD_LETTER_QUEUE, INGEST_QUEUE
 from firmware_shim.bundle_format import generate_signing_key, write_bundle, write_public_key

@@ -17,7 +17,6 @@ from firmware_shim import encode_record, split_soe
 from firmware_shim.uplink_format import CONTENT_TYPE, FORMAT, build_message
 
 REPO = Path(__file__).resolve().parents[2]
-SERVICES = REPO / "packaging" / "services" / "pulsegate-services"
 #: The installed console script, run as a real subprocess.
 PULSEGATE = [str(Path(sys.executable).parent / "pulsegate")]
 #: 2025-03-01T00:00:00Z, a plausible sample time.
@@ -137,30 +136,3 @@ def run_cli(
     )
 
 
-def services(*args: str, timeout_s: float = 300) -> None:
-    """Run the project's service script (start/stop rabbitmq|cassandra); fail loudly."""
-    done = subprocess.run([str(SERVICES), *args], capture_output=True, text=True, timeout=timeout_s)
-    assert done.returncode == 0, (
-        f"pulsegate-services {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
-    )
-
-
-def rabbitmqctl(*args: str) -> None:
-    """rabbitmqctl against the node pulsegate-services runs (its cookie lives in its state dir)."""
-    home = (
-        Path(os.environ.get("PULSEGATE_SERVICES_STATE_DIR", REPO / ".state" / "services"))
-        / "rabbitmq"
-    )
-    env = {**os.environ, "HOME": str(home / "erlang-home"), "ERL_EPMD_ADDRESS": "127.0.0.1"}
-    for _attempt in range(3):  # another suite may be restarting the broker
-        done = subprocess.run(
-            ["/usr/lib/rabbitmq/bin/rabbitmqctl", "-n", "pulsegate@localhost", *args],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            env=env,
-        )
-        if done.returncode == 0:
-            return
-        services("start", "rabbitmq")
-    raise AssertionError(f"rabbitmqctl {' '.join(args)} failed: {done.stderr}")

@@ -15,7 +15,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures"
 RECORDINGS = FIXTURES / "recordings"
@@ -86,7 +85,7 @@ class GatewayProcess:
         self.state_dir, self.ports, self.log_dir, self.extra = state_dir, ports, log_dir, extra
         self.config = log_dir / "gateway.toml"
         if not self.config.exists():
-            self.config.write_text('[metrics]\nlisten_address = ""\n')
+            self.config.write_text('[metrics]\nlisten_address = ""\n[airpods]\nenabled = false\n')
         self.process: subprocess.Popen | None = None
         self.starts = 0
 
