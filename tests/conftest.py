@@ -21,11 +21,11 @@ def provenance() -> dict[str, ProvenanceFacts]:
 
 @pytest.fixture
 def processes(tmp_path: Path) -> Iterator[list]:
-    """A list to register Tracker/GatewayProcess objects in; all are stopped at the end."""
+    """A list to register Tracker/GatewayProcess objects or Popens in; all are stopped at the end."""
     started: list = []
     yield started
     for item in started:
-        proc = item.process
+        proc = getattr(item, "process", item)  # a Tracker/GatewayProcess, or a plain Popen
         if proc is not None and proc.poll() is None:
             proc.terminate()
             try:

@@ -81,9 +81,9 @@ class Tracker:
 class GatewayProcess:
     """A real ``pulsegate gateway run`` daemon in a subprocess."""
 
-    def __init__(self, state_dir: Path, ports: list[Path], log_dir: Path, *extra: str) -> None:
+    def __init__(self, state_dir: Path, ports: list[Path], log_dir: Path, *extra: str, config: Path | None = None) -> None:
         self.state_dir, self.ports, self.log_dir, self.extra = state_dir, ports, log_dir, extra
-        self.config = log_dir / "gateway.toml"
+        self.config = config or log_dir / "gateway.toml"
         if not self.config.exists():
             self.config.write_text('[metrics]\nlisten_address = ""\n[airpods]\nenabled = false\n')
         self.process: subprocess.Popen | None = None
