@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SERVICES := packaging/services/pulsegate-services
 
-.PHONY: demo test test-fast services services-stop bench lint clean
+.PHONY: demo test test-fast test-helm deb services services-stop bench lint clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -21,11 +21,20 @@ demo: $(STAMP)
 
 # The whole suite, against real RabbitMQ and Cassandra started on loopback.
 test: $(STAMP) services
-	$(BIN)/pytest
+	$(BIN)/pytest -m "not helm"
 
 # Unit and pseudo-terminal tests only: no servers needed.
 test-fast: $(STAMP)
-	$(BIN)/pytest -m "not servers"
+	$(BIN)/pytest -m "not servers and not helm"
+
+# The Helm chart checks that run the helm binary (not in Debian; e.g.
+# go install helm.sh/helm/v4/cmd/helm@v4.3.2).
+test-helm: $(STAMP)
+	$(BIN)/pytest -m helm tests/packaging
+
+# The appliance's Debian package, into dist/.
+deb: $(STAMP)
+	packaging/debian/build-deb --out dist
 
 services: $(STAMP)
 	$(SERVICES) start
@@ -33,8 +42,11 @@ services: $(STAMP)
 services-stop:
 	$(SERVICES) stop
 
-bench: $(STAMP)
-	$(BIN)/python benchmarks/run_all.py
+# Each prints its figures beside a raw baseline measured in the same run.
+bench: $(STAMP) services
+	$(BIN)/python benchmarks/gateway_ingest.py
+	$(BIN)/python benchmarks/uplink_drain.py
+	$(BIN)/python benchmarks/central_ingest.py
 
 clean:
 	rm -rf $(VENV) .state
