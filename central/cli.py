@@ -10,7 +10,12 @@ def central() -> None:
     """Central services: ingest, ledger, incidents and fleet health."""
 
 
-from central.ingest.cli import db, import_command, ingest, ledger  # noqa: E402 - commands defined after the group
+from central.ingest.cli import (  # noqa: E402 - commands defined after the group
+    db,
+    import_command,
+    ingest,
+    ledger,
+)
 
 central.add_command(db)
 central.add_command(ledger)

@@ -20,9 +20,9 @@ from gateway._alarms import Alarm, LocalAlarms
 from gateway._control import ControlServer
 from gateway._haptics import HapticSender
 from gateway._metrics import GatewayCollector, start_metrics_server
-from gateway._wearer import WearerCues
 from gateway._outbox import DB_FILENAME, Outbox
 from gateway._serial_ingest import INGEST_QUEUE_MAX_ITEMS, IngestWriter, PortReader, PortState
+from gateway._wearer import WearerCues
 from gateway.errors import GatewayError
 from gateway.settings import GatewaySettings
 from gateway.state_reader import read_device, read_status

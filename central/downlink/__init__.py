@@ -15,6 +15,10 @@ message format is :mod:`firmware_shim.downlink_format`. Errors::
         └── NoticeUndelivered     the broker did not take a notice; it stays queued
 """
 
-from central.downlink._notifier import AmqpGatewayNotifier, NoticeUndelivered, notifier_from_settings
+from central.downlink._notifier import (
+    AmqpGatewayNotifier,
+    NoticeUndelivered,
+    notifier_from_settings,
+)
 
 __all__ = ["AmqpGatewayNotifier", "NoticeUndelivered", "notifier_from_settings"]

@@ -168,9 +168,8 @@ def raise_command(config_path: Path | None, kind: str, subject: str, summary: st
 @_config_option
 def serve_command(config_path: Path | None) -> None:
     """Serve the HTTP API, Alertmanager webhook and /metrics, and run SLA timers, paging and runbooks."""
-    from central.settings import load_settings
-
     from central.downlink import notifier_from_settings
+    from central.settings import load_settings
 
     try:
         settings = load_settings(config_path)

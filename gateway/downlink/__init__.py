@@ -12,7 +12,12 @@
 The message format is :mod:`firmware_shim.downlink_format`.
 """
 
-from gateway.downlink._downlink import MAX_REMEMBERED_NOTICES, PREFETCH_COUNT, Downlink, NoticeHandler
+from gateway.downlink._downlink import (
+    MAX_REMEMBERED_NOTICES,
+    PREFETCH_COUNT,
+    Downlink,
+    NoticeHandler,
+)
 from gateway.downlink._incident_list import MAX_CUE_AGE_S, MAX_INCIDENTS_SHOWN, apply_notice
 
 __all__ = [
