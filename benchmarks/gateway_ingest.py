@@ -32,7 +32,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from firmware_shim import FrameType, Hello, encode_frame, encode_record, read_recording, schema, split_soe  # noqa: E402
+from firmware_shim import (  # noqa: E402
+    FrameType,
+    Hello,
+    encode_frame,
+    encode_record,
+    read_recording,
+    schema,
+    split_soe,
+)
 
 RECORDING = REPO / "tests/fixtures/recordings/fit/tormoder-fit__me__activity-large-fenxi2-multisport.fit"
 

@@ -24,6 +24,7 @@ from firmware_shim._frames import (
     decode_frame,
     encode_frame,
 )
+from firmware_shim._recordings import Recording, RecordingError, read_recording
 from firmware_shim._records import (
     LATEST_SCHEMA_VERSION,
     SCHEMA_VERSIONS,
@@ -38,7 +39,6 @@ from firmware_shim._records import (
     split_soe,
     validate_record,
 )
-from firmware_shim._recordings import Recording, RecordingError, read_recording
 
 __all__ = [
     "FRAME_VERSION",

@@ -28,7 +28,15 @@ from typing import Any, Protocol
 
 import serial
 
-from firmware_shim._frames import Ack, Cue, FrameError, FrameType, Hello, StreamDecoder, encode_frame
+from firmware_shim._frames import (
+    Ack,
+    Cue,
+    FrameError,
+    FrameType,
+    Hello,
+    StreamDecoder,
+    encode_frame,
+)
 from firmware_shim._recordings import Recording
 from firmware_shim._records import LATEST_SCHEMA_VERSION, encode_record, schema
 from firmware_shim.errors import ShimError

@@ -1,4 +1,4 @@
-"""Prometheus metrics of the uplink and of the outbox it drains."""
+"""Prometheus metrics of the uplink."""
 
 from __future__ import annotations
 
@@ -61,13 +61,5 @@ class UplinkMetrics:
             buckets=_DELAY_BUCKETS_S,
             registry=registry,
         )
-        self.outbox_records = Gauge(
-            "pulsegate_gateway_outbox_records",
-            "Records in the gateway's outbox waiting for a broker confirm.",
-            registry=registry,
-        )
-        self.outbox_oldest_age_seconds = Gauge(
-            "pulsegate_gateway_outbox_oldest_age_seconds",
-            "Age of the oldest record in the outbox (0 when empty).",
-            registry=registry,
-        )
+        # The outbox gauges (records, oldest age) come from the daemon's own
+        # collector (gateway/_metrics.py), with the gateway_id label: one source.

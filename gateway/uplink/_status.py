@@ -115,8 +115,6 @@ class StatusBoard:
         self.record_error(f"broker {kind} {len(messages)} message(s), {records} records kept for retry: {reason}")
 
     def update_outbox(self, stats: OutboxStats) -> None:
-        self._metrics.outbox_records.set(stats.records)
-        self._metrics.outbox_oldest_age_seconds.set(stats.oldest_age_s() or 0.0)
         with self._lock:
             self._outbox = stats
 

@@ -11,13 +11,13 @@ from typing import Any
 import pika
 import pika.exceptions
 import pytest
-from gateway_uplink.outbox_files import OutboxFile
 from prometheus_client import CollectorRegistry
-from gateway_uplink.uplink_harness import BROKER_URL, SITE, ReadBack, services
 
 from firmware_shim.amqp_topology import declare_topology
 from firmware_shim.uplink_format import EXCHANGE, routing_key
 from gateway.uplink import Uplink, UplinkSettings
+from gateway_uplink.outbox_files import OutboxFile
+from gateway_uplink.uplink_harness import BROKER_URL, SITE, ReadBack, services
 
 
 @pytest.fixture

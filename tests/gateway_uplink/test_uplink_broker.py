@@ -15,7 +15,6 @@ from prometheus_client import CollectorRegistry
 
 from firmware_shim.uplink_format import CONTENT_TYPE, EXCHANGE, FORMAT
 from gateway.uplink import uplink_status_from_file
-
 from gateway_uplink.outbox_files import OutboxFile, make_record
 from gateway_uplink.uplink_harness import SITE, ReadBack, services, wait_for
 

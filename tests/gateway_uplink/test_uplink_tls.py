@@ -14,11 +14,11 @@ import threading
 from pathlib import Path
 
 import pytest
-from gateway_uplink.outbox_files import OutboxFile
-from gateway_uplink.uplink_harness import wait_for
 from prometheus_client import CollectorRegistry
 
 from gateway.uplink import Uplink, UplinkSettings
+from gateway_uplink.outbox_files import OutboxFile
+from gateway_uplink.uplink_harness import wait_for
 
 AMQP_0_9_1_HEADER = b"AMQP\x00\x00\x09\x01"
 

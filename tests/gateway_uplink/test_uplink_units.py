@@ -8,8 +8,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-from gateway_uplink.outbox_files import OutboxFile, make_record
-from gateway_uplink.uplink_harness import wait_for
 from prometheus_client import CollectorRegistry
 
 from firmware_shim import encode_record, split_soe
@@ -24,6 +22,8 @@ from gateway.uplink import (
 )
 from gateway.uplink._messages import OutboxRow, build_messages
 from gateway.uplink._outbox_queue import OutboxQueue
+from gateway_uplink.outbox_files import OutboxFile, make_record
+from gateway_uplink.uplink_harness import wait_for
 from pulsegate.config import ConfigError, load_config
 
 # -- settings --------------------------------------------------------------------

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from textual.pilot import Pilot
 
+from gateway.state_reader import read_status
+
 sys.path.insert(0, str(Path(__file__).parent))
 
 from gateway_harness import (  # noqa: E402
@@ -53,6 +55,10 @@ def live_gateway(tmp_path: Path) -> Iterator[LiveGateway]:
             raise AssertionError(f"{exc}\ntracker log:\n{finished.log()}\ngateway log:\n"
                                  f"{(tmp_path / 'gateway.log').read_text()}") from None
         assert finished.process.returncode == 0, finished.log()
+        # The streaming tracker is known once its first records are committed;
+        # before that the UI can only name its port.
+        wait_until(lambda: any(d["device_id"] == RUN_GPX.stem for d in read_status(state_dir)["devices"]),
+                   60, "the streaming tracker's first records")
         yield LiveGateway(state_dir, gateway, finished, streaming)
     finally:
         gateway.stop()
