@@ -71,6 +71,16 @@ class PtyLink:
 
     def __init__(self, link_path: str | Path) -> None:
         self.link_path = Path(link_path)
+        if not self.link_path.parent.is_dir():
+            raise ShimError(f"cannot create {str(self.link_path)!r}: folder {str(self.link_path.parent)!r} does not exist")
+        # Replace only a link to a terminal (a leftover of an earlier replay),
+        # never a file or folder someone keeps there.
+        if self.link_path.is_symlink():
+            if not os.readlink(self.link_path).startswith("/dev/pts/"):
+                raise ShimError(f"{str(self.link_path)!r} is a link to something other than a terminal; "
+                                "choose another --create-pty path")
+        elif self.link_path.exists():
+            raise ShimError(f"{str(self.link_path)!r} already exists; choose another --create-pty path")
         self._master = -1
         self._slave = -1
         self.replug()
@@ -375,6 +385,8 @@ class TrackerEmulator:
     # --- main loop ----------------------------------------------------------
 
     def _maybe_fault(self) -> None:
+        if not self._pending and self._next_sample >= len(self.recording.samples):
+            return  # the replay is complete: a fault now would test nothing
         acked = self.result.acked
         if self.reboot_after is not None and acked >= self.reboot_after:
             self.reboot_after = None

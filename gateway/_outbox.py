@@ -19,6 +19,8 @@ from pathlib import Path
 
 import sqlite_utils
 
+from gateway.errors import GatewayError
+
 __all__ = [
     "DB_FILENAME",
     "AcceptedRecord",
@@ -46,12 +48,22 @@ def open_database(state_dir: Path, *, readonly: bool = False) -> sqlite3.Connect
     Path(state_dir).mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, timeout=5.0, check_same_thread=False)
     conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA journal_mode=WAL")
-    # FULL: the WAL is synced at every commit, so an ACKed record survives
-    # power loss (NORMAL may roll back the last commits, see sqlite.org/pragma).
-    conn.execute("PRAGMA synchronous=FULL")
-    _create_schema(sqlite_utils.Database(conn))
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        # FULL: the WAL is synced at every commit, so an ACKed record survives
+        # power loss (NORMAL may roll back the last commits, see sqlite.org/pragma).
+        conn.execute("PRAGMA synchronous=FULL")
+        _create_schema(sqlite_utils.Database(conn))
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise damaged(path, exc) from None
     return conn
+
+
+def damaged(path: Path, exc: sqlite3.DatabaseError) -> GatewayError:
+    """The one-line error for a gateway database SQLite cannot read."""
+    return GatewayError(f"{str(path)!r} is damaged or not a gateway database ({exc}); "
+                        "see 'Recover' in the README")
 
 
 def _create_schema(db: sqlite_utils.Database) -> None:
@@ -102,6 +114,9 @@ def _create_schema(db: sqlite_utils.Database) -> None:
         if_not_exists=True,
     )
     db["uplink_state"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
+    # Who collected these records (gateway id, site), written by the daemon:
+    # an export signs with the identity the records were gathered under.
+    db["identity"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +242,12 @@ class Outbox:
             counters = self._devices.get((row["device_id"], row["boot_id"]))
             if counters is not None:
                 counters.tracker.ranges.append([row["first_seq"], row["last_seq"]])
+
+    def record_identity(self, gateway_id: str, site: str) -> None:
+        """Remember which gateway (and gym) fills this outbox."""
+        with self.conn:
+            self.conn.executemany("INSERT OR REPLACE INTO identity VALUES (?, ?)",
+                                  [("gateway_id", gateway_id), ("site", site)])
 
     def contiguous_seq(self, device_id: str, boot_id: str) -> int:
         """Highest seq of this boot up to which everything is durable (0 if none)."""

@@ -8,6 +8,7 @@ harmless.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -18,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from firmware_shim import decode_datum, schema_by_fingerprint
 from firmware_shim.bundle_format import BundleError, generate_signing_key, load_signing_key
-from gateway._outbox import DB_FILENAME
+from gateway._outbox import DB_FILENAME, damaged
 from gateway.errors import GatewayError
 from gateway.settings import GatewaySettings
 
@@ -69,23 +70,48 @@ def export_bundle(
     key = ensure_signing_key(state_dir)
     conn = sqlite3.connect(f"file:{state_dir / DB_FILENAME}?mode=ro", uri=True, timeout=5.0)
     try:
-        # One read transaction: the count and the rows see the same snapshot
-        # while the daemon keeps committing.
-        conn.execute("BEGIN")
-        total = conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
-        log.info("exporting %d records of gateway %s to %s", total, settings.gateway.id, out)
-        if callable(progress):
-            callback = progress
-            meta = _write(out, conn, settings, key, lambda n: callback(n, total))
-        elif progress:
-            with Progress(TextColumn("exporting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()) as bar:
-                task = bar.add_task("export", total=total)
-                meta = _write(out, conn, settings, key, lambda n: bar.update(task, completed=n))
-        else:
-            meta = _write(out, conn, settings, key, None)
+        return _export(conn, settings, out, key, progress)
+    except sqlite3.DatabaseError as exc:
+        raise damaged(state_dir / DB_FILENAME, exc) from None
     finally:
         conn.close()
+
+
+def _export(conn: sqlite3.Connection, settings: GatewaySettings, out: Path, key: Any,
+            progress: bool | Callable[[int, int], None]) -> int:
+    settings = _with_stored_identity(conn, settings)
+    # One read transaction: the count and the rows see the same snapshot
+    # while the daemon keeps committing.
+    conn.execute("BEGIN")
+    total = conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
+    log.info("exporting %d records of gateway %s to %s", total, settings.gateway.id, out)
+    if callable(progress):
+        callback = progress
+        meta = _write(out, conn, settings, key, lambda n: callback(n, total))
+    elif progress:
+        with Progress(TextColumn("exporting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()) as bar:
+            task = bar.add_task("export", total=total)
+            meta = _write(out, conn, settings, key, lambda n: bar.update(task, completed=n))
+    else:
+        meta = _write(out, conn, settings, key, None)
     return meta.record_count
+
+
+def _with_stored_identity(conn: sqlite3.Connection, settings: GatewaySettings) -> GatewaySettings:
+    # Sign as the gateway that collected the records (its daemon recorded
+    # its id and site), not as whatever this shell's config says.
+    try:
+        stored = dict(conn.execute("SELECT key, value FROM identity").fetchall())
+    except sqlite3.OperationalError:  # a database from before the identity table
+        return settings
+    if not stored:
+        return settings
+    if (stored["gateway_id"], stored["site"]) != (settings.gateway.id, settings.gateway.site):
+        log.info("exporting as gateway %s (site %s), the identity the records were collected under",
+                 stored["gateway_id"], stored["site"])
+    copy = dataclasses.replace(settings, gateway=dataclasses.replace(
+        settings.gateway, id=stored["gateway_id"], site=stored["site"]))
+    return copy
 
 
 def _write(out: Path, conn: sqlite3.Connection, settings: GatewaySettings, key: Any, progress: Any) -> Any:

@@ -88,10 +88,14 @@ def public_key(state_dir: str | None, config: str | None) -> None:
     """Print the gateway's bundle-signing public key (PEM) for central's trusted keys.
 
     Creates the key pair on first use. Save the output as
-    ``<trusted_keys_dir>/<gateway id>.pub`` on central.
+    <trusted_keys_dir>/<gateway id>.pub on central.
     """
     from gateway.bundle_export import ensure_signing_key, signing_key_path
 
     settings = _settings(config, state_dir)
+    if not (Path(settings.gateway.state_dir) / "gateway.sqlite").exists():
+        raise click.ClickException(
+            f"no gateway database in {str(settings.gateway.state_dir)!r}; pass the --state-dir the gateway runs with"
+        )
     ensure_signing_key(settings.gateway.state_dir)
     click.echo(signing_key_path(settings.gateway.state_dir).with_suffix(".pub").read_text(), nl=False)

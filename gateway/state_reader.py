@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from firmware_shim import decode_datum, schema_by_fingerprint
-from gateway._outbox import DB_FILENAME, SequenceTracker, open_database
+from gateway._outbox import DB_FILENAME, SequenceTracker, damaged, open_database
 from gateway.errors import GatewayError
 
 __all__ = ["read_status", "read_device", "StateDirError"]
@@ -54,7 +54,15 @@ def read_status(state_dir: Path) -> dict[str, Any]:
 
     Raises:
         StateDirError: ``state_dir`` holds no gateway database.
+        GatewayError: the database is damaged.
     """
+    try:
+        return _read_status(state_dir)
+    except sqlite3.DatabaseError as exc:
+        raise damaged(Path(state_dir) / DB_FILENAME, exc) from None
+
+
+def _read_status(state_dir: Path) -> dict[str, Any]:
     conn = _connect(state_dir)
     try:
         now_us = time.time_ns() // 1000
@@ -110,6 +118,13 @@ def read_device(state_dir: Path, device_id: str, *, recent: int = 20) -> dict[st
     boots = [d for d in status["devices"] if d["device_id"] == device_id]
     if not boots:
         raise StateDirError(f"no tracker {device_id!r} in {str(state_dir)!r}")
+    try:
+        return _read_device(state_dir, device_id, boots, recent)
+    except sqlite3.DatabaseError as exc:
+        raise damaged(Path(state_dir) / DB_FILENAME, exc) from None
+
+
+def _read_device(state_dir: Path, device_id: str, boots: list[dict[str, Any]], recent: int) -> dict[str, Any]:
     conn = _connect(state_dir)
     try:
         rows = conn.execute(

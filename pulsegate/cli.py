@@ -30,14 +30,16 @@ def cli(verbose: int) -> None:
 
 @cli.command()
 @click.option("--state-dir", type=click.Path(file_okay=False), default=".state/demo", show_default=True,
-              help="Where the demo's gateway and central keep their files (wiped first).")
+              help="Where the demo keeps its files; an earlier demo's folder is wiped, any other non-empty folder refused.")
 @click.option("--recordings", type=click.Path(exists=True, file_okay=False), default=None,
               help="Folder of FIT/GPX/TCX recordings to replay [default: the shipped fixtures].")
-def demo(state_dir: str, recordings: str | None) -> None:
+@click.option("--keep-running", is_flag=True,
+              help="Keep the demo's gateway running at the end (for `pulsegate tui`) until Ctrl-C.")
+def demo(state_dir: str, recordings: str | None, keep_running: bool) -> None:
     """Replay every recording into a gateway, then carry its bundle to central."""
     from pulsegate.demo import run_demo
 
-    sys.exit(run_demo(state_dir, recordings))
+    sys.exit(run_demo(state_dir, recordings, keep_running=keep_running))
 
 
 cli.add_command(shim)
@@ -57,8 +59,11 @@ def main() -> None:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
+    except click.UsageError as exc:
+        exc.show()  # with the usage line: the fix is in the command line itself
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
+        click.echo(f"pulsegate: error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
     except (ConfigError, ShimError, GatewayError, CentralError) as exc:
         click.echo(f"pulsegate: error: {exc}", err=True)

@@ -62,6 +62,7 @@ def load_config(cls: type[T], path: str | Path | None = None, env: Mapping[str, 
             raise ConfigError(
                 f"unknown section [{name}] in {source}; known sections: {', '.join(sorted(sections))}"
             )
+    _check_environment(cls, sections, env)
     values = {}
     for name, section_field in sections.items():
         section_cls = section_field.type if isinstance(section_field.type, type) else _resolve(cls, name)
@@ -70,6 +71,30 @@ def load_config(cls: type[T], path: str | Path | None = None, env: Mapping[str, 
             raise ConfigError(f"[{name}] in {source} must be a table, got {type(raw).__name__}")
         values[name] = _build_section(section_cls, name, raw, source, env)
     return cls(**values)
+
+
+#: Variables that share a section's prefix but are not settings: they are read
+#: by other tools (the development service script).
+_NOT_SETTINGS = frozenset({"PULSEGATE_CASSANDRA_JVM_OPTS"})
+
+
+def _check_environment(cls: type, sections: dict[str, Any], env: Mapping[str, str]) -> None:
+    # A misspelt PULSEGATE_<SECTION>_<KEY> would otherwise be ignored in
+    # silence, leaving the default in force.
+    for variable in env:
+        if not variable.startswith(ENV_PREFIX) or variable in _NOT_SETTINGS:
+            continue
+        rest = variable[len(ENV_PREFIX):].lower()
+        for section in sorted(sections, key=len, reverse=True):
+            if rest.startswith(section + "_"):
+                key = rest[len(section) + 1:]
+                known = {f.name for f in dataclasses.fields(_resolve(cls, section))}
+                if key not in known:
+                    raise ConfigError(
+                        f"environment variable {variable} names no setting of [{section}]; "
+                        f"known: {', '.join(f'{ENV_PREFIX}{section}_{k}'.upper() for k in sorted(known))}"
+                    )
+                break
 
 
 def _resolve(cls: type, name: str) -> type:

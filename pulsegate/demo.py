@@ -75,6 +75,24 @@ def _records_announced(tracker: _Tracker, log_dir: Path) -> int | None:
     return None
 
 
+#: The file that marks a folder as the demo's own, so only such a folder is wiped.
+_MARKER = ".pulsegate-demo"
+
+
+def _clear_state_dir(state: Path) -> None:
+    """Delete an earlier demo's folder; refuse to delete anything else."""
+    if not state.exists():
+        return
+    if not state.is_dir():
+        raise GatewayError(f"--state-dir {str(state)!r} is a file; give a folder for the demo's state")
+    if any(state.iterdir()) and not (state / _MARKER).exists():
+        raise GatewayError(
+            f"--state-dir {str(state)!r} is not empty and not an earlier demo's folder; "
+            "the demo wipes its state dir, so give a new or empty folder"
+        )
+    shutil.rmtree(state)
+
+
 def _log_to_file(path: Path) -> None:
     # The console shows progress and results; every log line of the
     # gateway goes to a file the operator can read afterwards.
@@ -87,21 +105,20 @@ def _log_to_file(path: Path) -> None:
     root.setLevel(logging.INFO)
 
 
-def run_demo(state_dir: str | Path, recordings: str | Path | None = None) -> int:
+def run_demo(state_dir: str | Path, recordings: str | Path | None = None, *, keep_running: bool = False) -> int:
     """Run the demo; return the process exit code."""
     from gateway._daemon import GatewayDaemon
     from gateway.settings import GatewaySettings
-    from gateway.state_reader import read_status
-    from gateway.status_view import render_status
 
     console = Console(stderr=False)
     state = Path(state_dir)
-    shutil.rmtree(state, ignore_errors=True)
+    files = _recordings(Path(recordings) if recordings else default_recordings_dir())
+    _clear_state_dir(state)
     ports_dir, log_dir = state / "ports", state / "logs"
     ports_dir.mkdir(parents=True)
     log_dir.mkdir()
+    (state / _MARKER).write_text("made by pulsegate demo; the next demo run on this folder deletes it\n")
     _log_to_file(log_dir / "gateway.log")
-    files = _recordings(Path(recordings) if recordings else default_recordings_dir())
     console.print(f"[bold]Pulsegate demo[/bold]: {len(files)} recordings, state in {state}")
 
     trackers = _start_trackers(files, ports_dir, log_dir)
@@ -140,8 +157,7 @@ def run_demo(state_dir: str | Path, recordings: str | Path | None = None) -> int
                 time.sleep(0.2)
             progress.update(buffering, completed=daemon.writer.stats.records_committed if daemon.writer else 0)
         failed = [t.device_id for t in trackers if t.process.returncode != 0]
-        daemon.stop()
-        daemon = None
+        return _report(console, state, settings, trackers, failed, daemon if keep_running else None)
     finally:
         if daemon is not None:
             daemon.stop()
@@ -149,6 +165,14 @@ def run_demo(state_dir: str | Path, recordings: str | Path | None = None) -> int
             if t.process.poll() is None:
                 t.process.terminate()
                 t.process.wait(5)
+        console.print(f"logs: {log_dir}")
+
+
+def _report(console: Console, state: Path, settings: Any, trackers: list[_Tracker], failed: list[str],
+            keep_running: Any) -> int:
+    """The gateway's status, then the bundle's trip to central; optionally keep the gateway up."""
+    from gateway.state_reader import read_status
+    from gateway.status_view import render_status
 
     status = read_status(state / "gateway")
     render_status(status, console)
@@ -163,7 +187,14 @@ def run_demo(state_dir: str | Path, recordings: str | Path | None = None) -> int
         return 1
     console.print(f"[green]all {len(trackers)} recordings fully buffered: {sum(held.values())} records, 0 gaps[/green]")
     code = _carry_to_central(console, state, settings, sum(held.values()))
-    console.print(f"logs: {log_dir}")
+    if keep_running is not None:
+        console.print(f"\nThe gateway is still running. Watch and operate it from a second terminal:\n"
+                      f"  pulsegate tui --state-dir {state / 'gateway'}\nCtrl-C stops it.")
+        try:
+            while True:
+                time.sleep(1)
+        except KeyboardInterrupt:
+            console.print("stopping the gateway")
     return code
 
 

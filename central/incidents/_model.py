@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import itertools
+import time
 import uuid
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -204,6 +206,21 @@ class AuditEntry:
         return doc
 
 
+
+#: Per-process tiebreak for event ids made in the same nanosecond.
+_EVENT_COUNTER = itertools.count()
+
+
+def _ordered_event_id() -> str:
+    """A unique id that sorts in creation order within a process.
+
+    Outboxes are read ordered by (created_at, event_id); created_at comes from
+    the service's clock, which may repeat (an injected clock, a fast burst),
+    and events of one dedup_key must still leave in the order they were made.
+    """
+    return f"{time.time_ns():020d}-{next(_EVENT_COUNTER) % 1_000_000:06d}-{uuid.uuid4().hex[:8]}"
+
+
 @dataclass
 class OutboxEvent:
     """A durable outbound event: a PagerDuty event, a gateway notice or a runbook step.
@@ -215,7 +232,7 @@ class OutboxEvent:
     incident_id: str
     created_at: float
     body: dict[str, Any]
-    event_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    event_id: str = field(default_factory=_ordered_event_id)
     seq: int | None = None
     attempts: int = 0
     last_error: str = ""

@@ -142,7 +142,12 @@ def test_receiver_down_then_up_gets_every_event_once_in_order(store, clock, make
     finally:
         receiver.stop()
     assert sent == [len(expected)]
-    assert [(e["event_action"], e["dedup_key"]) for e in receiver.accepted] == expected
+    received = [(e["event_action"], e["dedup_key"]) for e in receiver.accepted]
+    # PagerDuty applies events per dedup_key, so that order is the contract;
+    # events of different incidents may interleave once the receiver is back.
+    assert sorted(received) == sorted(expected)
+    for key in {k for _, k in expected}:
+        assert [a for a, k in received if k == key] == [a for a, k in expected if k == key]
     assert receiver.rejected == [] and receiver.requests == len(expected)
     assert store.outbox_pending("pagerduty", 100) == []
 

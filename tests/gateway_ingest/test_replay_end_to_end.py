@@ -81,7 +81,8 @@ def test_gateway_killed_mid_replay_loses_nothing_acknowledged(tmp_path, processe
 def test_port_unplugged_and_replugged_mid_replay(tmp_path, processes):
     """The tracker's cable is pulled for a second; the gateway reopens the port by itself."""
     facts = PROVENANCE["tcxparser__test"]
-    tracker = Tracker(facts.path, tmp_path / "tty", "--max-rate", "--unplug-after", "100", log_dir=tmp_path)
+    # 400x: the 33-minute recording takes 5 s, so the cable is pulled mid-replay.
+    tracker = Tracker(facts.path, tmp_path / "tty", "--speed", "400", "--unplug-after", "100", log_dir=tmp_path)
     processes.append(tracker)
     tracker.wait_ready()
     gateway = GatewayProcess(tmp_path / "state", [tracker.link], tmp_path).start()
