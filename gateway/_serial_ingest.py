@@ -40,10 +40,10 @@ __all__ = ["PortReader", "IngestWriter", "PortState", "IngestStats"]
 log = logging.getLogger(__name__)
 
 #: Reads waiting for the writer (each a list of the frames of one read, up
-#: to ~30). 10,000 is seconds of input at full speed: enough to ride out a
+#: to ~30). 2,000 is seconds of input at full speed: enough to ride out a
 #: slow fsync, small enough (tens of MB) to bound memory. When full, readers
 #: block, the serial buffers fill and trackers slow down.
-INGEST_QUEUE_MAX_ITEMS = 10_000
+INGEST_QUEUE_MAX_ITEMS = 2_000
 #: Bytes asked from the port per read; pyserial's inter_byte_timeout does
 #: nothing on POSIX, so read what is waiting with a short timeout instead.
 _READ_CHUNK_BYTES = 4096

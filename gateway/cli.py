@@ -54,13 +54,16 @@ def run(state_dir: str | None, ports: tuple[str, ...], config: str | None) -> No
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def status(state_dir: str | None, config: str | None, as_json: bool) -> None:
     """Show trackers, the outbox and quarantine (works with or without the daemon)."""
-    from gateway.state_reader import read_status
+    from gateway.state_reader import daemon_state, read_status
     from gateway.status_view import render_status
     from gateway.uplink import uplink_status_from_file
 
     settings = _settings(config, state_dir)
     data = read_status(settings.gateway.state_dir)
+    data["daemon"] = daemon_state(settings.gateway.state_dir)
     data["uplink"] = uplink_status_from_file(Path(settings.gateway.state_dir) / "gateway.sqlite")
+    if not data["daemon"]["running"]:
+        data["uplink"]["state"] = "stopped"  # "down" would suggest a broker outage
     if as_json:
         click.echo(json.dumps(data, indent=2, sort_keys=True))
     else:

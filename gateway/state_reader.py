@@ -7,6 +7,8 @@ as its fallback. It never writes and never needs the daemon.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -16,11 +18,29 @@ from firmware_shim import decode_datum, schema_by_fingerprint
 from gateway._outbox import DB_FILENAME, SequenceTracker, damaged, open_database
 from gateway.errors import GatewayError
 
-__all__ = ["read_status", "read_device", "StateDirError"]
+__all__ = ["read_status", "read_device", "daemon_state", "StateDirError"]
 
 
 class StateDirError(GatewayError):
     """The state directory holds no gateway database."""
+
+
+def daemon_state(state_dir: Path) -> dict[str, Any]:
+    """Whether a gateway daemon holds this state dir's lock, and its pid."""
+    lock = Path(state_dir) / "gateway.lock"
+    if not lock.exists():
+        return {"running": False, "pid": None}
+    fd = os.open(lock, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        text = lock.read_text().strip()
+        return {"running": True, "pid": int(text) if text.isdigit() else None}
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return {"running": False, "pid": None}
+    finally:
+        os.close(fd)
 
 
 def _connect(state_dir: Path) -> sqlite3.Connection:

@@ -34,6 +34,10 @@ def render_status(status: dict[str, Any], console: Console | None = None) -> Non
         + (f" ({', '.join(f'{k}: {v}' for k, v in sorted(quarantine.get('by_reason', {}).items()))})"
            if quarantine["frames"] else "")
     )
+    daemon = status.get("daemon")
+    if daemon is not None:
+        console.print(f"daemon: running (pid {daemon['pid']})" if daemon["running"] else "daemon: not running")
     if "uplink" in status:
         uplink = status["uplink"]
-        console.print(f"uplink: {uplink.get('state', 'unknown')}, backlog {uplink.get('backlog_records', '-')} records")
+        error = f"; last error: {uplink['last_error']}" if uplink.get("last_error") else ""
+        console.print(f"uplink: {uplink.get('state', 'unknown')}, backlog {uplink.get('backlog_records', '-')} records{error}")
