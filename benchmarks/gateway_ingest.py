@@ -102,7 +102,12 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def run_gateway(streams: list[bytes], folder: Path) -> tuple[float, float, int]:
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_gateway(streams: list[bytes], folder: Path) -> tuple[float, float, int, float]:
     masters, links = [], []
     for i in range(len(streams)):
         master, slave = pty.openpty()
@@ -130,6 +135,7 @@ def run_gateway(streams: list[bytes], folder: Path) -> tuple[float, float, int]:
         total = sum(s.count(b"\x00") for s in streams) - len(streams)  # frames minus the HELLOs
         offsets = [0] * len(streams)
         fds = [m for m, _ in masters]
+        cpu_before = cpu_seconds(gateway.pid)
         started = time.perf_counter()
         while any(offsets[i] < len(streams[i]) for i in range(len(streams))):
             want_write = [fds[i] for i in range(len(fds)) if offsets[i] < len(streams[i])]
@@ -157,7 +163,8 @@ def run_gateway(streams: list[bytes], folder: Path) -> tuple[float, float, int]:
             time.sleep(0.01)
         elapsed = time.perf_counter() - started
         rss = peak_rss_mb(gateway.pid)
-        return total / elapsed, rss, total
+        cpu_share = (cpu_seconds(gateway.pid) - cpu_before) / elapsed
+        return total / elapsed, rss, total, cpu_share
     finally:
         gateway.terminate()
         gateway.wait(30)
@@ -176,12 +183,13 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="pulsegate-bench-"))
     try:
         raw = baseline(rows, folder)
-        rate, rss, total = run_gateway(streams, folder)
+        rate, rss, total, cpu_share = run_gateway(streams, folder)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     print(f"gateway ingest: {rate:,.0f} records/s committed from {args.devices} pseudo-terminals ({total:,} records)")
     print(f"baseline sqlite3 executemany, same rows: {raw:,.0f} records/s  (gateway at {rate / raw:.0%} of it)")
-    print(f"gateway peak RSS: {rss:.0f} MiB")
+    print(f"gateway peak RSS: {rss:.0f} MiB; gateway CPU while ingesting: {cpu_share:.0%} of one core"
+          f" ({1e6 * cpu_share / rate:.0f} µs of CPU per record)")
 
 
 if __name__ == "__main__":
