@@ -57,6 +57,9 @@ def test_heart_rate_and_gap_on_cassandra(
     cassandra_settings: CentralSettings, cassandra_store: TelemetryStore, clock: FakeClock
 ) -> None:
     cassandra_settings.detectors.enabled = ["heart_rate_out_of_band", "ledger_gap"]
+    # The grace runs from when the rows were stored (the real clock); a slow
+    # first write to a fresh keyspace must not eat into the 301 s below.
+    cassandra_settings.detectors.gap_grace_s = 200.0
     tracker = Tracker(cassandra_store, "TR-CASS")
     t = clock.now_us - 300 * US
     tracker.send(every_second(t, 30, heart_rate_bpm=190), received_us=t + 30 * US)  # spans 29 s

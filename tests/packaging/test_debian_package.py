@@ -163,6 +163,9 @@ def test_packaged_pulsegate_help_runs(root: Path) -> None:
 
 def test_packaged_venv_has_every_runtime_dependency(root: Path, tmp_path: Path) -> None:
     """public-key signs with cryptography: a dependency used but not declared fails here."""
+    from gateway._outbox import open_database
+
+    open_database(tmp_path).close()  # public-key wants a gateway's state dir, not an empty folder
     done = _packaged(root, "gateway", "public-key", "--state-dir", str(tmp_path))
 
     assert done.returncode == 0, done.stderr[-3000:]
