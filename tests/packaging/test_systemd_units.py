@@ -47,6 +47,14 @@ UNITS = {
 MAX_EXPOSURE = 2.0
 
 
+
+@pytest.fixture
+def systemd_tools() -> None:
+    """systemd-analyze and systemd-sysusers come with Debian's systemd package (no PID 1 needed)."""
+    for tool in ("systemd-analyze", "systemd-sysusers"):
+        assert shutil.which(tool), f"{tool} not installed: apt-get install systemd"
+
+
 def parse_unit(text: str, instance: str | None = None) -> dict[str, dict[str, list[str]]]:
     """Sections -> keys -> values, keeping repeated keys; %i becomes ``instance``."""
     sections: dict[str, dict[str, list[str]]] = {}
@@ -145,10 +153,7 @@ def _verifiable_copy(name: str, tmp_path: Path, dev_pulsegate: Path) -> Path:
     return target
 
 
-@pytest.mark.skipif(
-    shutil.which("systemd-analyze") is None,
-    reason="systemd-analyze not installed (apt-get install systemd)",
-)
+@pytest.mark.usefixtures("systemd_tools")
 @pytest.mark.parametrize("name", sorted(UNITS))
 def test_systemd_analyze_verify_accepts_the_unit(
     name: str, tmp_path: Path, dev_pulsegate: Path
@@ -164,10 +169,7 @@ def test_systemd_analyze_verify_accepts_the_unit(
     assert done.stderr.strip() == ""
 
 
-@pytest.mark.skipif(
-    shutil.which("systemd-analyze") is None,
-    reason="systemd-analyze not installed (apt-get install systemd)",
-)
+@pytest.mark.usefixtures("systemd_tools")
 def test_systemd_analyze_verify_catches_a_misspelt_key(tmp_path: Path, dev_pulsegate: Path) -> None:
     """The check above can fail: a typo in a hardening option is reported."""
     unit = _verifiable_copy("pulsegate-gateway.service", tmp_path, dev_pulsegate)
@@ -180,10 +182,7 @@ def test_systemd_analyze_verify_catches_a_misspelt_key(tmp_path: Path, dev_pulse
     assert "Unknown key 'ProtectSystm'" in done.stderr
 
 
-@pytest.mark.skipif(
-    shutil.which("systemd-analyze") is None,
-    reason="systemd-analyze not installed (apt-get install systemd)",
-)
+@pytest.mark.usefixtures("systemd_tools")
 @pytest.mark.parametrize("name", sorted(UNITS))
 def test_hardening_keeps_exposure_low(name: str, tmp_path: Path, dev_pulsegate: Path) -> None:
     unit = _verifiable_copy(name, tmp_path, dev_pulsegate)
@@ -200,9 +199,7 @@ def test_hardening_keeps_exposure_low(name: str, tmp_path: Path, dev_pulsegate: 
     assert float(match.group(1)) <= MAX_EXPOSURE
 
 
-@pytest.mark.skipif(
-    shutil.which("systemd-sysusers") is None, reason="systemd-sysusers not installed"
-)
+@pytest.mark.usefixtures("systemd_tools")
 def test_sysusers_entry_creates_the_service_user(tmp_path: Path) -> None:
     """systemd-sysusers, run on an empty root, creates `pulsegate` and puts it in dialout."""
     (tmp_path / "etc").mkdir()

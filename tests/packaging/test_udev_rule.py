@@ -64,10 +64,13 @@ def _udev_parse_errors(rule_file: Path) -> list[str]:
     return [line for line in output.splitlines() if f"{rule_file.name}:" in line]
 
 
-_needs_udevadm = pytest.mark.skipif(
-    shutil.which("udevadm") is None or shutil.which("unshare") is None or os.geteuid() != 0,
-    reason="needs udevadm (apt-get install udev), unshare and root for a private mount namespace",
-)
+@pytest.fixture
+def _udev_tools() -> None:
+    assert shutil.which("udevadm") and shutil.which("unshare"), "needs udevadm (apt-get install udev) and unshare"
+    assert os.geteuid() == 0, "needs root for a private mount namespace"
+
+
+_needs_udevadm = pytest.mark.usefixtures("_udev_tools")
 
 
 @_needs_udevadm
