@@ -20,7 +20,7 @@ import click
 from central.errors import CentralError
 from central.incidents._daemon import IncidentDaemon, build_service
 from central.incidents._http import incident_view
-from central.incidents._model import iso8601
+from central.incidents._model import State, iso8601
 from central.incidents._service import IncidentService
 from central.incidents._store import IncidentFilter
 from pulsegate.config import ConfigError
@@ -66,12 +66,16 @@ def incidents() -> None:
 
 @incidents.command("list")
 @_config_option
-@click.option("--state", "states", multiple=True, help="Only these states (repeatable): new, acknowledged, ...")
+@click.option("--state", "states", multiple=True,
+              type=click.Choice([state.value for state in State]),
+              help="Only these states (repeatable).")
 @click.option("--open", "only_open", is_flag=True, help="Only open incidents (not resolved or closed).")
 @click.option("--kind", default=None, help="Only this kind.")
 @click.option("--subject", default=None, help="Only this subject, e.g. gateway:gym-12.")
-@click.option("--priority", default=None, help="Only this priority, P1–P5.")
-@click.option("--limit", default=50, show_default=True, help="At most this many, newest first.")
+@click.option("--priority", default=None, type=click.Choice(["P1", "P2", "P3", "P4", "P5"]),
+              help="Only this priority.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1),
+              help="At most this many, newest first.")
 @_json_option
 def list_command(config_path: Path | None, states: tuple[str, ...], only_open: bool, kind: str | None,
                  subject: str | None, priority: str | None, limit: int, as_json: bool) -> None:
