@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from gateway._outbox import open_database
 from gateway.errors import GatewayError
 
 if TYPE_CHECKING:
@@ -45,10 +46,13 @@ class GatewayCollector(Collector):
             family = CounterMetricFamily("pulsegate_gateway_outbox_commit_seconds", "Time spent committing.", labels=labels)
             family.add_metric([gateway_id], stats.commit_seconds)
             yield family
-            conn = writer.outbox.conn
-            # The writer thread owns this connection; a scrape only reads, and
-            # sqlite3 serialises access to one connection internally.
-            records, oldest_us = conn.execute("SELECT count(*), min(received_at_us) FROM outbox").fetchone()
+            # A connection of its own: the writer's is in the middle of its
+            # transactions, and WAL lets this reader see the last commit.
+            conn = open_database(daemon.state_dir, readonly=True)
+            try:
+                records, oldest_us = conn.execute("SELECT count(*), min(received_at_us) FROM outbox").fetchone()
+            finally:
+                conn.close()
             gauge = GaugeMetricFamily("pulsegate_gateway_outbox_records", "Records waiting in the outbox.", labels=labels)
             gauge.add_metric([gateway_id], records)
             yield gauge
