@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
-import pytest
-from server_harness import REPO, rabbitmqctl
+from server_harness import (  # noqa: F401  (re-exported for the downlink tests)
+    REPO,
+    rabbitmqctl,
+    wait_for,
+)
 
 #: Where `pulsegate-services start rabbitmq` listens (loopback only), without a vhost.
 BROKER_ROOT = "amqp://guest:guest@127.0.0.1:5672/"
@@ -59,13 +61,3 @@ def notice_body(gateway_id: str, **overrides: Any) -> dict[str, Any]:
     return body
 
 
-def wait_for(condition: Callable[[], Any], timeout_s: float = 30.0, what: str = "condition") -> Any:
-    """Poll ``condition`` until it returns something truthy; fail after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.05)

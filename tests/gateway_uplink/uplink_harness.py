@@ -2,42 +2,21 @@
 
 from __future__ import annotations
 
-import subprocess
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pika
-import pytest
+from server_harness import (  # noqa: F401  (the uplink tests import them from here)
+    services,
+    wait_for,
+)
 
 from firmware_shim.uplink_format import read_message
 
-REPO = Path(__file__).resolve().parents[2]
-SERVICES = REPO / "packaging" / "services" / "pulsegate-services"
 #: Where `pulsegate-services start rabbitmq` listens (loopback only).
 BROKER_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 SITE = "test-site"
-
-
-def services(*args: str) -> str:
-    """Run the project's service script; fail the test with its output unless it succeeds."""
-    done = subprocess.run([str(SERVICES), *args], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, f"pulsegate-services {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
-    return done.stdout
-
-
-def wait_for(condition: Callable[[], Any], timeout_s: float = 30.0, what: str = "condition") -> Any:
-    """Poll ``condition`` until it returns something truthy; fail after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.02)
 
 
 @dataclass
