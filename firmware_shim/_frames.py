@@ -61,6 +61,10 @@ class FrameType(enum.IntEnum):
     CUE_ACK = 0x06  #: tracker -> gateway: the cue with this id was played
 
 
+#: Code -> type, looked up per frame (cheaper than calling the enum).
+_FRAME_TYPES = {int(t): t for t in FrameType}
+
+
 class FrameError(ValueError):
     """A frame could not be decoded; ``reason`` is a short machine-friendly code."""
 
@@ -130,11 +134,10 @@ def decode_frame(wire: bytes) -> Frame:
         raise FrameError(
             "length", f"header says {length} payload bytes, frame has {len(body) - _HEADER_BYTES}"
         )
-    try:
-        frame_type = FrameType(type_code)
-    except ValueError:
-        raise FrameError("type", f"unknown frame type 0x{type_code:02x}") from None
-    return Frame(frame_type, seq, bytes(body[_HEADER_BYTES:]), version)
+    frame_type = _FRAME_TYPES.get(type_code)
+    if frame_type is None:
+        raise FrameError("type", f"unknown frame type 0x{type_code:02x}")
+    return Frame(frame_type, seq, body[_HEADER_BYTES:], version)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,14 +166,12 @@ class StreamDecoder:
         """Consume ``data`` and return every complete frame or rejection in it."""
         out: list[Frame | RejectedFrame] = []
         buf = self._buffer
-        buf += data
-        start = 0
-        while True:
-            end = buf.find(0, start)
-            if end < 0:
-                break
-            chunk = bytes(buf[start:end])
-            start = end + 1
+        if buf:
+            data = bytes(buf) + data
+            buf.clear()
+        chunks = data.split(b"\x00")
+        tail = chunks.pop()  # after the last delimiter: the start of a frame still coming
+        for chunk in chunks:
             if self._discarding:
                 # The tail of an oversized run we already reported.
                 self._discarding = False
@@ -181,17 +182,17 @@ class StreamDecoder:
                 out.append(decode_frame(chunk))
             except FrameError as exc:
                 out.append(RejectedFrame(exc.reason, exc.detail, chunk))
-        del buf[:start]
         # A run of bytes with no delimiter longer than any legal frame can only
         # be noise: report it once, drop it, and skip to the next delimiter so
         # the buffer stays bounded.
-        if len(buf) > MAX_WIRE_FRAME_BYTES:
+        if len(tail) > MAX_WIRE_FRAME_BYTES:
             if not self._discarding:
                 out.append(
-                    RejectedFrame("too_large", f"no delimiter within {len(buf)} bytes", bytes(buf[:64]))
+                    RejectedFrame("too_large", f"no delimiter within {len(tail)} bytes", bytes(tail[:64]))
                 )
             self._discarding = True
-            buf.clear()
+        else:
+            buf += tail
         return out
 
     @property
