@@ -31,11 +31,20 @@ import json
 import os
 import zlib
 from collections.abc import Iterator, Sequence
+from functools import lru_cache
 from typing import Any
 
 from fastavro import reader as ocf_reader
+from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-from firmware_shim._records import LATEST_SCHEMA_VERSION, SchemaInfo, schema
+from firmware_shim._records import (
+    DATUM_ERRORS,
+    LATEST_SCHEMA_VERSION,
+    SchemaInfo,
+    datum_reader,
+    schema,
+    schema_by_fingerprint,
+)
 
 __all__ = [
     "EXCHANGE",
@@ -101,16 +110,116 @@ def build_message(writer: SchemaInfo, datums: Sequence[bytes], codec: str = "def
     return bytes(header) + _zigzag(len(datums)) + _zigzag(len(data)) + data + sync
 
 
+#: Largest decompressed block accepted: a 1 MiB message of deflated records
+#: inflates to a few MiB; more is a deflate bomb, not telemetry.
+MAX_BLOCK_BYTES = 64 << 20
+_SYNC_BYTES = 16
+
+
 def read_message(body: bytes, reader_version: int = LATEST_SCHEMA_VERSION) -> Iterator[dict[str, Any]]:
     """Yield the records of an uplink message (or bundle OCF), resolved to ``reader_version``.
 
+    Records hold the wire's plain values (int ``timestamp_us``, str
+    ``boot_id``). A container written with a known telemetry schema is read
+    with the compiled datum reader; any other with fastavro.
+
     Raises:
-        ValueError: the body is not a readable OCF (fastavro's errors are chained).
+        ValueError: the body is not a readable OCF.
     """
     if not body.startswith(_MAGIC):
         raise ValueError("message body is not an Avro object container file")
     try:
-        records = ocf_reader(io.BytesIO(body), reader_schema=schema(reader_version).parsed)
-        yield from records
+        meta, pos = _read_header(body)
+        writer = _known_version(meta.get("avro.schema", b""))
+        codec = meta.get("avro.codec", b"null").decode("ascii", "replace")
+        if writer is None or codec not in ("null", "deflate"):
+            yield from _read_with_fastavro(body, reader_version)
+            return
+        read = datum_reader(writer, reader_version)
+        sync = body[pos - _SYNC_BYTES:pos]
+        while pos < len(body):
+            count, pos = _long(body, pos)
+            size, pos = _long(body, pos)
+            if count < 0 or size < 0 or pos + size + _SYNC_BYTES > len(body):
+                raise ValueError(f"block at offset {pos} claims {count} records in {size} bytes")
+            data = body[pos:pos + size]
+            pos += size
+            if body[pos:pos + _SYNC_BYTES] != sync:
+                raise ValueError(f"sync marker missing after the block ending at offset {pos}")
+            pos += _SYNC_BYTES
+            if codec == "deflate":
+                data = _inflate(data)
+            at = 0
+            for _ in range(count):
+                record, at = read(data, at)
+                yield record
+            if at != len(data):
+                raise ValueError(f"{len(data) - at} bytes left over after the block's {count} records")
+    except DATUM_ERRORS as exc:
+        raise ValueError(f"unreadable Avro container: {type(exc).__name__}: {exc}") from exc
+    except zlib.error as exc:
+        raise ValueError(f"unreadable Avro container: deflate: {exc}") from exc
+
+
+def _long(buf: bytes, pos: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while True:
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return (value >> 1) ^ -(value & 1), pos
+        shift += 7
+        if shift > 63:
+            raise ValueError(f"varint at offset {pos} is longer than 10 bytes")
+
+
+def _read_header(body: bytes) -> tuple[dict[str, bytes], int]:
+    """The OCF metadata map and the offset after the sync marker."""
+    meta: dict[str, bytes] = {}
+    pos = len(_MAGIC)
+    while True:
+        count, pos = _long(body, pos)
+        if count == 0:
+            break
+        if count < 0:
+            count = -count
+            _, pos = _long(body, pos)  # the block's size in bytes
+        for _ in range(count):
+            key_len, pos = _long(body, pos)
+            key = body[pos:pos + key_len].decode()
+            pos += key_len
+            value_len, pos = _long(body, pos)
+            if key_len < 0 or value_len < 0 or pos + value_len > len(body):
+                raise ValueError("container metadata overruns the body")
+            meta[key] = body[pos:pos + value_len]
+            pos += value_len
+    if pos + _SYNC_BYTES > len(body):
+        raise ValueError("container header ends before its sync marker")
+    return meta, pos + _SYNC_BYTES
+
+
+@lru_cache(maxsize=16)  # a handful of schema versions, each the same bytes every time
+def _known_version(schema_json: bytes) -> int | None:
+    try:
+        fp = fingerprint(to_parsing_canonical_form(json.loads(schema_json)), "CRC-64-AVRO")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    info = schema_by_fingerprint(bytes.fromhex(fp))
+    return None if info is None else info.version
+
+
+def _inflate(data: bytes) -> bytes:
+    inflater = zlib.decompressobj(-15)
+    # Short of the limit, decompress() has returned everything.
+    out = inflater.decompress(data, MAX_BLOCK_BYTES + 1)
+    if len(out) > MAX_BLOCK_BYTES:
+        raise ValueError(f"a block inflates to more than {MAX_BLOCK_BYTES} bytes")
+    return out
+
+
+def _read_with_fastavro(body: bytes, reader_version: int) -> Iterator[dict[str, Any]]:
+    try:
+        yield from ocf_reader(io.BytesIO(body), reader_schema=schema(reader_version).parsed)
     except (ValueError, EOFError, KeyError, IndexError, zlib.error) as exc:
         raise ValueError(f"unreadable Avro container: {type(exc).__name__}: {exc}") from exc
