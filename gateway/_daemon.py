@@ -18,10 +18,17 @@ from prometheus_client import CollectorRegistry
 from firmware_shim import Frame, FrameType, HapticPattern
 from gateway._alarms import Alarm, LocalAlarms
 from gateway._control import ControlServer
+from gateway._decode_pool import DecodePool
 from gateway._haptics import HapticSender
 from gateway._metrics import GatewayCollector, start_metrics_server
 from gateway._outbox import DB_FILENAME, Outbox
-from gateway._serial_ingest import INGEST_QUEUE_MAX_ITEMS, IngestWriter, PortReader, PortState
+from gateway._serial_ingest import (
+    INGEST_QUEUE_MAX_ITEMS,
+    IngestWriter,
+    PortLoop,
+    PortReader,
+    PortState,
+)
 from gateway._wearer import WearerCues
 from gateway.errors import GatewayError
 from gateway.settings import GatewaySettings
@@ -52,6 +59,8 @@ class GatewayDaemon:
         self._inbox: queue.Queue = queue.Queue(maxsize=INGEST_QUEUE_MAX_ITEMS)
         self.readers: dict[str, PortReader] = {}
         self.writer: IngestWriter | None = None
+        self.port_loop: PortLoop | None = None
+        self._decode_pool: DecodePool | None = None
         self._metrics_server: Any = None
         self.haptics = HapticSender(self._send_to_device)
         #: The registry /metrics serves: the daemon's collector and every part's metrics.
@@ -92,9 +101,9 @@ class GatewayDaemon:
         serial_settings = self.settings.serial
         for path in self.ports:
             reader = PortReader(
-                path, self._inbox, baud_rate=serial_settings.baud_rate,
+                path, baud_rate=serial_settings.baud_rate,
                 reopen_backoff_max_s=serial_settings.reopen_backoff_max_s,
-                on_frame=self._on_frame, stop_event=self._stop,
+                on_frame=self._on_frame,
             )
             if serial_settings.missing_port_at_start == "fail" or Path(path).exists():
                 reader.open_first()
@@ -110,9 +119,11 @@ class GatewayDaemon:
         self.registry.register(GatewayCollector(self))
         if self.settings.metrics.listen_address:
             self._metrics_server = start_metrics_server(self.settings.metrics.listen_address, self.registry)
+        if serial_settings.decode_workers:
+            self._decode_pool = DecodePool(serial_settings.decode_workers)
+        self.port_loop = PortLoop(self.readers, self._inbox, stop_event=self._stop, decode_pool=self._decode_pool)
         self.writer.start()
-        for reader in self.readers.values():
-            reader.start()
+        self.port_loop.start()
         self.wearer = WearerCues(
             self.settings.airpods, self.settings.voice, self.settings.cues,
             haptic_sink=lambda device_id, pattern, key: self.haptics.send(device_id, pattern, key),
@@ -159,13 +170,14 @@ class GatewayDaemon:
             self.wearer.stop()
         if self.uplink is not None:
             self.uplink.stop()
-        for reader in self.readers.values():
-            if reader.ident is not None:
-                reader.join(timeout=2)
+        if self.port_loop is not None and self.port_loop.ident is not None:
+            self.port_loop.join(timeout=2)
         if self.writer is not None:
             if self.writer.ident is not None:
                 self.writer.join(timeout=10)
             self.writer.outbox.close()
+        if self._decode_pool is not None:
+            self._decode_pool.shutdown()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
         if self._lock_fd is not None:

@@ -119,7 +119,7 @@ def _create_schema(db: sqlite_utils.Database) -> None:
     db["identity"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen init costs a setattr call per field, per record
 class AcceptedRecord:
     """A valid record on its way into the outbox."""
 

@@ -1,9 +1,12 @@
-"""Serial ingest: one reader thread per port, one writer thread for the outbox.
+"""Serial ingest: one thread reads every port, one writer thread commits to the outbox.
 
-A reader decodes frames and validates records, then queues them; the writer
-commits them in batches (group commit) and only then sends each tracker an
-ACK with its highest contiguous durable seq. A port that goes away (a USB
-unplug) is reopened with backoff; the tracker resends what was not ACKed.
+The port loop splits each port's bytes into frames; TELEMETRY payloads are
+decoded and validated in worker processes (see :mod:`gateway._decode_pool`)
+or, with ``serial.decode_workers = 0``, in the loop itself. The writer
+commits the records in batches (group commit) and only then sends each
+tracker an ACK with its highest contiguous durable seq. A port that goes
+away (a USB unplug) is reopened with backoff; the tracker resends what was
+not ACKed.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import selectors
 import threading
 import time
 import uuid
@@ -25,38 +29,37 @@ from firmware_shim import (
     FrameError,
     FrameType,
     Hello,
-    RecordError,
     RejectedFrame,
     StreamDecoder,
     encode_frame,
-    validate_record,
 )
-from firmware_shim._records import decode_datum, split_soe
+from gateway._decode_pool import DecodeJob, DecodePool, PendingRecord, check_payload, items_for
 from gateway._outbox import AcceptedRecord, Outbox, QuarantinedFrame
 from gateway.errors import GatewayError
 
-__all__ = ["PortReader", "IngestWriter", "PortState", "IngestStats"]
+__all__ = ["PortReader", "PortLoop", "IngestWriter", "PortState", "IngestStats"]
 
-# Known limit: all of ingest shares one core (the GIL). benchmarks/gateway_ingest.py
-# measures ~11,700 records/s from 16 flooding ports on a 2-core machine, about
-# 90 µs of CPU a record: fastavro's decode of one record is ~23 µs, frame
-# decoding ~8 µs, validation ~4 µs, the commit ~13 µs, and sixteen reader
-# threads contending for the GIL cost ~30 µs more. A gym's tens of trackers
-# at serial rates need a few thousand records/s, so this is ample there; the
-# 20,000/s goal needs one selector loop instead of a thread per port, and
-# decoding in worker processes.
+# Throughput: benchmarks/gateway_ingest.py measures ~21,000-23,000 records/s
+# from 16 flooding ports on a 2-core machine with one decode worker, against
+# ~16,000 with decoding in the loop's thread. Each record still costs the
+# daemon's own process ~40 µs of CPU (frame splitting, the commit, cue
+# sources): with more cores, that process becomes the limit, not the workers.
 
 log = logging.getLogger(__name__)
 
-#: Reads waiting for the writer (each a list of the frames of one read, up
-#: to ~30). 2,000 is seconds of input at full speed: enough to ride out a
-#: slow fsync, small enough (tens of MB) to bound memory. When full, readers
-#: block, the serial buffers fill and trackers slow down.
-INGEST_QUEUE_MAX_ITEMS = 2_000
-#: Bytes asked from the port per read; pyserial's inter_byte_timeout does
-#: nothing on POSIX, so read what is waiting with a short timeout instead.
-_READ_CHUNK_BYTES = 4096
-_READ_TIMEOUT_S = 0.05
+#: Rounds of the port loop waiting for the writer (each a list of the frames
+#: read from every ready port, up to ~30 per port). 64 rounds of 16 busy
+#: ports is ~30,000 records, over a second of input at full speed: enough to
+#: ride out a slow fsync, small enough (~50 MB) to bound memory. When full,
+#: the loop blocks, the serial buffers fill and trackers slow down.
+INGEST_QUEUE_MAX_ITEMS = 64
+#: Bytes asked from a ready port per read: more than a pseudo-terminal or a
+#: USB serial driver buffers, so one read takes all that is waiting.
+_READ_CHUNK_BYTES = 65536
+#: Longest sleep of the port loop when nothing is readable: how soon it
+#: notices the stop flag and a closed port's reopen time.
+_SELECT_TIMEOUT_S = 0.05
+_FIRST_REOPEN_BACKOFF_S = 0.1
 
 
 class PortMissingError(GatewayError):
@@ -93,27 +96,33 @@ class IngestStats:
     history: list[tuple[float, int]] = field(default_factory=list)
 
 
-class PortReader(threading.Thread):
-    """Reads one serial port, decodes frames and queues what the writer must commit."""
+class PortReader:
+    """One serial port: opens it, decodes what it sends, writes ACKs and cues to it.
+
+    Not a thread: one :class:`PortLoop` thread reads every port. Sixteen
+    reader threads spent more CPU handing the GIL to each other than on
+    decoding.
+    """
 
     def __init__(
         self,
         path: str,
-        out: queue.Queue,
         *,
         baud_rate: int = 115200,
         reopen_backoff_max_s: float = 5.0,
         on_frame: Callable[[PortState, Frame], None] | None = None,
-        stop_event: threading.Event,
+        defer_decode: bool = False,
     ) -> None:
-        super().__init__(name=f"serial:{path}", daemon=True)
         self.state = PortState(path)
-        self._out = out
+        #: True when a DecodePool decodes this port's records (PortLoop sets it).
+        self.defer_decode = defer_decode
         self._baud_rate = baud_rate
         self._backoff_max_s = reopen_backoff_max_s
+        self._backoff_s = _FIRST_REOPEN_BACKOFF_S
+        self._next_open_at = 0.0  #: monotonic time of the next reopen attempt
         self._on_frame = on_frame
-        self._stop_event = stop_event
         self._port: serial.Serial | None = None
+        self._decoder = StreamDecoder()
         self._write_lock = threading.Lock()
 
     def open_first(self) -> None:
@@ -127,8 +136,39 @@ class PortReader(threading.Thread):
         self.state.state = "open"
 
     def _open(self) -> serial.Serial:
-        port = serial.Serial(self.state.path, self._baud_rate, timeout=_READ_TIMEOUT_S, exclusive=True)
-        return port
+        # timeout=0: pyserial opens the descriptor non-blocking and leaves it
+        # so; the loop reads it with os.read when the selector says it is ready.
+        return serial.Serial(self.state.path, self._baud_rate, timeout=0, exclusive=True)
+
+    def fileno(self) -> int | None:
+        """The open port's descriptor, or None while it is closed."""
+        port = self._port
+        return None if port is None else port.fileno()
+
+    def reopen_if_due(self, now_s: float) -> float | None:
+        """Try to reopen a closed port when its backoff has passed.
+
+        Returns:
+            Seconds until the next attempt while still closed, else None.
+        """
+        if self._port is not None:
+            return None
+        if now_s < self._next_open_at:
+            return self._next_open_at - now_s
+        try:
+            port = self._open()
+        except (serial.SerialException, OSError) as exc:
+            self.state.last_error = _short(exc)
+            self._next_open_at = now_s + self._backoff_s
+            self._backoff_s = min(self._backoff_s * 2, self._backoff_max_s)
+            return self._next_open_at - now_s
+        with self._write_lock:
+            self._port = port
+        self.state.state, self.state.reopen_count = "open", self.state.reopen_count + 1
+        self._decoder = StreamDecoder()
+        self._backoff_s = _FIRST_REOPEN_BACKOFF_S
+        log.info("serial port %s reopened (device %s)", self.state.path, self.state.device_id or "unknown")
+        return None
 
     def send(self, wire: bytes) -> bool:
         """Write a frame to the tracker; False if the port is not open."""
@@ -153,38 +193,34 @@ class PortReader(threading.Thread):
                 return False
             return True
 
-    def run(self) -> None:
-        decoder = StreamDecoder()
-        backoff_s = 0.1
-        while not self._stop_event.is_set():
-            if self._port is None:
-                try:
-                    self._port = self._open()
-                except (serial.SerialException, OSError) as exc:
-                    self.state.last_error = _short(exc)
-                    self._stop_event.wait(backoff_s)
-                    backoff_s = min(backoff_s * 2, self._backoff_max_s)
-                    continue
-                self.state.state, self.state.reopen_count = "open", self.state.reopen_count + 1
-                decoder = StreamDecoder()
-                backoff_s = 0.1
-                log.info("serial port %s reopened (device %s)", self.state.path, self.state.device_id or "unknown")
-            try:
-                data = self._port.read(max(1, min(self._port.in_waiting, _READ_CHUNK_BYTES)))
-            except (serial.SerialException, OSError) as exc:
-                log.warning("serial port %s went away (device %s): %s; reopening", self.state.path,
-                            self.state.device_id or "unknown", _short(exc))
-                self.state.state, self.state.last_error = "reopening", _short(exc)
-                self._close_port()
-                continue
-            if data:
-                # One queue item per read, not per frame: the queue's locking
-                # costs as much as decoding a small record.
-                items: list = []
-                for item in decoder.feed(data):
-                    self._handle(item, items)
-                if items:
-                    self._out.put(items)
+    def read_into(self, out: list) -> bool:
+        """Read what the port holds and append what it decodes to ``out``.
+
+        Returns:
+            False when the port went away (it is then closed, to be reopened).
+        """
+        fd = self.fileno()
+        try:
+            data = os.read(fd, _READ_CHUNK_BYTES) if fd is not None else b""
+        except BlockingIOError:
+            return True
+        except OSError as exc:
+            return self._went_away(_short(exc))
+        if not data:  # readable with nothing to read: the other end hung up
+            return self._went_away("the device hung up (end of file)")
+        for item in self._decoder.feed(data):
+            self._handle(item, out)
+        return True
+
+    def _went_away(self, why: str) -> bool:
+        log.warning("serial port %s went away (device %s): %s; reopening", self.state.path,
+                    self.state.device_id or "unknown", why)
+        self.state.state, self.state.last_error = "reopening", why
+        self._close_port()
+        self._next_open_at = time.monotonic() + self._backoff_s
+        return False
+
+    def close(self) -> None:
         self._close_port()
         self.state.state = "closed"
 
@@ -227,21 +263,75 @@ class PortReader(threading.Thread):
         # it resends only what is missing.
         out.append(("hello", self.state.path, hello.device_id, str(hello.boot_id)))
 
-    def _telemetry(self, frame: Frame) -> AcceptedRecord | QuarantinedFrame:
-        path = self.state.path
+    def _telemetry(self, frame: Frame) -> AcceptedRecord | QuarantinedFrame | PendingRecord:
+        pending = PendingRecord(self.state.path, self.state.device_id, frame.seq, frame.payload)
+        if self.defer_decode:
+            return pending  # a decode worker gives the verdict (see PortLoop)
+        return items_for(pending, check_payload(frame.seq, frame.payload))
+
+
+class PortLoop(threading.Thread):
+    """Reads every serial port from one thread: a selector over their descriptors.
+
+    Each round hands the writer one queue item with every frame decoded from
+    every port that was ready, and reopens closed ports whose backoff passed.
+    """
+
+    def __init__(
+        self,
+        readers: dict[str, PortReader],
+        out: queue.Queue,
+        *,
+        stop_event: threading.Event,
+        decode_pool: DecodePool | None = None,
+    ) -> None:
+        super().__init__(name="serial-ports", daemon=True)
+        self._readers = readers
+        self._out = out
+        self._stop_event = stop_event
+        self._decode_pool = decode_pool
+        for reader in readers.values():
+            reader.defer_decode = decode_pool is not None
+
+    def run(self) -> None:
+        selector = selectors.DefaultSelector()
+        registered: dict[PortReader, int] = {}
         try:
-            info, datum = split_soe(frame.payload)
-            record = decode_datum(info, datum)
-        except RecordError as exc:
-            return QuarantinedFrame(path, self.state.device_id, exc.reason, exc.detail, frame.payload)
-        device_id, boot_id = record["device_id"], str(record["boot_id"])
-        if record["seq"] != frame.seq:
-            return QuarantinedFrame(path, device_id, "seq_mismatch",
-                                    f"frame seq {frame.seq} but record seq {record['seq']}", frame.payload)
-        why = validate_record(record)
-        if why is not None:
-            return QuarantinedFrame(path, device_id, "out_of_range", why, frame.payload, boot_id, frame.seq)
-        return AcceptedRecord(path, device_id, boot_id, frame.seq, record["timestamp_us"], info.fingerprint, info.version, datum, record)
+            while not self._stop_event.is_set():
+                timeout_s = self._sync(selector, registered)
+                items: list = []
+                for key, _ in selector.select(timeout_s):
+                    reader = key.data
+                    if not reader.read_into(items):
+                        selector.unregister(key.fd)
+                        del registered[reader]
+                if items:
+                    self._out.put(self._decode_pool.submit(items) if self._decode_pool is not None else items)
+        finally:
+            selector.close()
+            for reader in self._readers.values():
+                reader.close()
+
+    def _sync(self, selector: selectors.BaseSelector, registered: dict[PortReader, int]) -> float:
+        """Reopen due ports and (re)register descriptors; return how long select may wait."""
+        now_s = time.monotonic()
+        timeout_s = _SELECT_TIMEOUT_S
+        for reader in self._readers.values():
+            wait_s = reader.reopen_if_due(now_s)
+            if wait_s is not None:
+                timeout_s = min(timeout_s, wait_s)
+            fd = reader.fileno()
+            if registered.get(reader) != fd:
+                if reader in registered:
+                    selector.unregister(registered.pop(reader))
+                if fd is not None:
+                    selector.register(fd, selectors.EVENT_READ, reader)
+                    registered[reader] = fd
+        return max(timeout_s, 0.0)
+
+
+def _resolved(item: list | DecodeJob) -> list:
+    return item.resolve() if isinstance(item, DecodeJob) else list(item)
 
 
 def _short(exc: BaseException) -> str:
@@ -279,12 +369,12 @@ class IngestWriter(threading.Thread):
             except queue.Empty:
                 self._tick_history()
                 continue
-            batch = list(first)
+            batch = _resolved(first)
             deadline = time.monotonic() + self._interval_s
             while len(batch) < self._batch_max:
                 remaining = deadline - time.monotonic()
                 try:
-                    batch += self._inbox.get(timeout=remaining) if remaining > 0 else self._inbox.get_nowait()
+                    batch += _resolved(self._inbox.get(timeout=remaining) if remaining > 0 else self._inbox.get_nowait())
                 except queue.Empty:
                     break
             self._commit(batch)

@@ -47,6 +47,10 @@ class SerialSettings:
     commit_interval_ms: int = 20
     """Longest a received record waits before its batch is committed and ACKed."""
     commit_batch_max_records: int = 5000
+    decode_workers: int = 1
+    """Processes that decode and validate records beside the port-reading thread,
+    so ingest uses more than one core; 0 decodes in that thread. One suits a
+    2-core gateway; more helps only with more cores."""
     missing_port_at_start: str = "fail"
     """``fail``: a port that does not exist at start-up stops the daemon with an error
     (catches typos); ``wait``: start anyway and open it when it appears (an
@@ -57,6 +61,8 @@ class SerialSettings:
             raise ValueError(f"missing_port_at_start must be 'fail' or 'wait', got {self.missing_port_at_start!r}")
         if self.baud_rate <= 0:
             raise ValueError(f"baud_rate must be positive, got {self.baud_rate}")
+        if not 0 <= self.decode_workers <= 16:
+            raise ValueError(f"decode_workers must be 0..16 (0 decodes in the reading thread), got {self.decode_workers}")
         if not 1 <= self.commit_interval_ms <= 1000:
             raise ValueError(f"commit_interval_ms must be 1..1000, got {self.commit_interval_ms}")
 

@@ -7,6 +7,7 @@ with their times, and submits the cues they return to the
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
 from collections import OrderedDict
@@ -97,7 +98,8 @@ class MilestoneTracker:
 
     def zone_of(self, heart_rate_bpm: float) -> int:
         """The zone (0 below zone 1) a heart rate falls in, without hysteresis."""
-        return sum(1 for floor in self._zone_floors_bpm if heart_rate_bpm >= floor)
+        # The floors ascend strictly (settings check), so this counts those reached.
+        return bisect.bisect_right(self._zone_floors_bpm, heart_rate_bpm)
 
     def _workout(self, device_id: str, boot_id: Any, timestamp_us: int) -> _Workout:
         workout = self._workouts.pop(device_id, None)

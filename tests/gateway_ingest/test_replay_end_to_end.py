@@ -64,7 +64,9 @@ def test_gateway_killed_mid_replay_loses_nothing_acknowledged(tmp_path, processe
     processes.append(gateway)
     gateway.wait_socket()
     for _ in range(300):
-        devices = gateway.call("status")["result"]["devices"]
+        response = gateway.call("status")
+        assert "result" in response, response  # the daemon's own words if status failed
+        devices = response["result"]["devices"]
         if devices and devices[0]["received"] > 1000:
             break
         __import__("time").sleep(0.05)
