@@ -63,13 +63,16 @@ def load_config(cls: type[T], path: str | Path | None = None, env: Mapping[str, 
                 f"unknown section [{name}] in {source}; known sections: {', '.join(sorted(sections))}"
             )
     _check_environment(cls, sections, env)
+    # A relative path in a file means "beside this file", wherever the
+    # command runs; one from the environment is relative to the working folder.
+    base_dir = Path(path).resolve().parent if path is not None else None
     values = {}
     for name, section_field in sections.items():
         section_cls = section_field.type if isinstance(section_field.type, type) else _resolve(cls, name)
         raw = data.get(name, {})
         if not isinstance(raw, dict):
             raise ConfigError(f"[{name}] in {source} must be a table, got {type(raw).__name__}")
-        values[name] = _build_section(section_cls, name, raw, source, env)
+        values[name] = _build_section(section_cls, name, raw, source, env, base_dir)
     return cls(**values)
 
 
@@ -101,7 +104,9 @@ def _resolve(cls: type, name: str) -> type:
     return typing.get_type_hints(cls)[name]
 
 
-def _build_section(cls: type, section: str, raw: dict[str, Any], source: str, env: Mapping[str, str]) -> Any:
+def _build_section(
+    cls: type, section: str, raw: dict[str, Any], source: str, env: Mapping[str, str], base_dir: Path | None = None
+) -> Any:
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     for key in raw:
@@ -115,28 +120,28 @@ def _build_section(cls: type, section: str, raw: dict[str, Any], source: str, en
         if env_name in env:
             kwargs[key] = _coerce(env[env_name], hints[key], f"{section}.{key}", f"environment variable {env_name}", from_env=True)
         elif key in raw:
-            kwargs[key] = _coerce(raw[key], hints[key], f"{section}.{key}", source, from_env=False)
+            kwargs[key] = _coerce(raw[key], hints[key], f"{section}.{key}", source, from_env=False, base_dir=base_dir)
     try:
         return cls(**kwargs)
     except ValueError as exc:  # __post_init__ checks of ranges and combinations
         raise ConfigError(f"[{section}] in {source}: {exc}") from None
 
 
-def _coerce(value: Any, hint: Any, key: str, source: str, *, from_env: bool) -> Any:
+def _coerce(value: Any, hint: Any, key: str, source: str, *, from_env: bool, base_dir: Path | None = None) -> Any:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         non_none = [a for a in args if a is not type(None)]
         if from_env and value == "" or value is None:
             return None
-        return _coerce(value, non_none[0], key, source, from_env=from_env)
+        return _coerce(value, non_none[0], key, source, from_env=from_env, base_dir=base_dir)
     if origin in (list, tuple) or hint in (list, tuple):
         item = args[0] if args else str
         if from_env:
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, list):
             raise ConfigError(f"{key} from {source} must be a list, got {value!r}")
-        items = [_coerce(v, item, key, source, from_env=from_env) for v in value]
+        items = [_coerce(v, item, key, source, from_env=from_env, base_dir=base_dir) for v in value]
         return tuple(items) if (origin is tuple or hint is tuple) else items
     if origin in (dict, Mapping) or hint is dict:
         if not isinstance(value, dict):
@@ -164,7 +169,8 @@ def _coerce(value: Any, hint: Any, key: str, source: str, *, from_env: bool) -> 
         if hint is Path:
             if not isinstance(value, str):
                 raise ValueError
-            return Path(value).expanduser()
+            resolved = Path(value).expanduser()
+            return base_dir / resolved if base_dir is not None and not resolved.is_absolute() else resolved
     except ValueError:
         raise ConfigError(
             f"{key} from {source} must be {_type_name(hint)}, got {value!r}"
