@@ -104,9 +104,11 @@ class DecodeJob:
         pending = [i for i in self.items if isinstance(i, PendingRecord)]
         try:
             verdicts = self.future.result(timeout=_VERDICT_TIMEOUT_S)
-        except (BrokenProcessPool, concurrent.futures.TimeoutError, OSError) as exc:
-            log.warning("decode worker failed (%s); decoding %d records in the writer", type(exc).__name__,
-                        len(pending))
+        except Exception as exc:  # noqa: BLE001 - a dead worker, a timeout, a pickling fault: decode here
+            # A worker stuck for good (never seen) would cost each round this
+            # timeout; the pool is restarted only when it reports itself broken.
+            log.warning("decode worker failed (%s: %s); decoding %d records in the writer", type(exc).__name__,
+                        exc, len(pending))
             verdicts = check_payloads([(p.seq, p.payload) for p in pending])
         resolved = iter(verdicts)
         return [items_for(i, next(resolved)) if isinstance(i, PendingRecord) else i for i in self.items]
