@@ -2,4 +2,6 @@
 
 from pulsegate.cli import main
 
-main()
+# Guarded: multiprocessing may import this module again in a worker (as __mp_main__).
+if __name__ == "__main__":
+    main()
