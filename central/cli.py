@@ -1,4 +1,4 @@
-"""``pulsegate central``: ingest, store, ledger, bundle import, incidents, fleet."""
+"""``pulsegate central``: ingest, store, ledger, bundle import, dead letters, incidents, fleet."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ def central() -> None:
 
 from central.ingest.cli import (  # noqa: E402 - commands defined after the group
     db,
+    dead_letters,
     import_command,
     ingest,
     ledger,
@@ -21,6 +22,7 @@ central.add_command(db)
 central.add_command(ledger)
 central.add_command(ingest)
 central.add_command(import_command)
+central.add_command(dead_letters)
 
 
 def _register() -> None:

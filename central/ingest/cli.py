@@ -195,3 +195,57 @@ def import_command(bundle: str, config: str | None) -> None:
         f"imported {result.records} records from gateway {meta.gateway_id} (site {meta.site}, "
         f"created {meta.created_at}) in {result.duration_s:.1f} s"
     )
+
+
+@click.group("dead-letters")
+def dead_letters() -> None:
+    """Messages ingest could not process: list them, or replay them onto the ingest path."""
+
+
+@dead_letters.command("list")
+@_CONFIG
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=0), help="Messages to show.")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def dead_letters_list(config: str | None, limit: int, as_json: bool) -> None:
+    """Show how many messages are dead-lettered, and why (they stay where they are)."""
+    from dataclasses import asdict
+
+    from central.ingest._dead_letters import open_channel, peek_dead_letters
+
+    settings = load_settings(config)
+    connection, channel = open_channel(settings.amqp.url)
+    try:
+        total, letters = peek_dead_letters(channel, limit)
+    finally:
+        connection.close()
+    if as_json:
+        click.echo(json.dumps({"total": total, "messages": [asdict(letter) for letter in letters]}, indent=2))
+        return
+    click.echo(f"{total} message(s) in the dead-letter queue" + (f"; the first {len(letters)}:" if letters else ""))
+    for letter in letters:
+        click.echo(f"  {letter.message_id or '-'}  gateway {letter.gateway_id}  {letter.reason}: {letter.error}")
+
+
+@dead_letters.command("replay")
+@_CONFIG
+@click.option("--reason", help="Only messages dead-lettered for this reason code (e.g. delivery_limit).")
+@click.option("--limit", type=click.IntRange(min=1), help="Replay at most this many.")
+def dead_letters_replay(config: str | None, reason: str | None, limit: int | None) -> None:
+    """Publish dead-lettered messages again to the telemetry exchange (safe: ingest is idempotent)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from central.ingest._dead_letters import open_channel, replay_dead_letters
+
+    settings = load_settings(config)
+    connection, channel = open_channel(settings.amqp.url)
+    try:
+        with Progress(TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), transient=True) as bar:
+            task = bar.add_task("replay", total=None)
+            result = replay_dead_letters(
+                channel, limit=limit, reason=reason,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+    finally:
+        connection.close()
+    click.echo(f"replayed {result.replayed} message(s); {result.skipped} skipped by --reason; "
+               f"{result.remaining} left in the dead-letter queue")
