@@ -85,6 +85,9 @@ def read_status(state_dir: Path) -> dict[str, Any]:
 def _read_status(state_dir: Path) -> dict[str, Any]:
     conn = _connect(state_dir)
     try:
+        # One read transaction, so every query sees the same commit: between
+        # two autocommit SELECTs the running daemon can add a device.
+        conn.execute("BEGIN")
         now_us = time.time_ns() // 1000
         trackers = _trackers(conn)
         buffered = dict(
