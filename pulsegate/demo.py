@@ -7,6 +7,7 @@ exports a signed bundle, which central imports into its embedded store.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import subprocess
@@ -222,7 +223,8 @@ def _carry_to_central(console: Console, state: Path, gateway_settings: Any, tota
     shutil.copy(signing_key_path(gateway_settings.gateway.state_dir).with_suffix(".pub"),
                 trusted / f"{gateway_settings.gateway.id}.pub")
     config = state / "central.toml"
-    config.write_text(f'[central]\nstate_dir = "{central_dir}"\n')
+    # Absolute: a relative path in a config file is read as beside the file.
+    config.write_text(f"[central]\nstate_dir = {json.dumps(str(central_dir.resolve()))}\n")
     console.print(f"\n[bold]Central[/bold] (embedded SQLite store in {central_dir}): importing {exported} records")
     commands = {c: central.commands[c] for c in ("db", "import", "ledger", "detect", "incidents")}
     _run_command(commands["db"], "init", "--config", str(config))
