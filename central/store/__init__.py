@@ -30,6 +30,7 @@ from central.store._model import (
     day_of,
     range_rows,
     row_from_record,
+    rows_from_records,
 )
 
 if TYPE_CHECKING:
@@ -46,6 +47,7 @@ __all__ = [
     "open_store",
     "range_rows",
     "row_from_record",
+    "rows_from_records",
     "sqlite_path",
 ]
 

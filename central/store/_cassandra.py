@@ -17,7 +17,9 @@ Writes are prepared, idempotent, at ``[cassandra] consistency``, sent with the
 driver's ``execute_concurrent``. Rows of one partition go as one
 single-partition UNLOGGED BATCH (up to ``rows_per_batch``): one request and
 one mutation on the replica instead of fifty, and Cassandra neither warns
-about nor batchlogs single-partition batches.
+about nor batchlogs single-partition batches. Telemetry values are packed by
+:mod:`central.store._cql_values` rather than the driver's ``bind``, which
+cost more CPU per row than Cassandra's own write.
 """
 
 from __future__ import annotations
@@ -42,10 +44,17 @@ from cassandra.policies import (
     ExponentialReconnectionPolicy,
     TokenAwarePolicy,
 )
-from cassandra.query import BatchStatement, BatchType, PreparedStatement, tuple_factory
+from cassandra.query import (
+    BatchStatement,
+    BatchType,
+    BoundStatement,
+    PreparedStatement,
+    tuple_factory,
+)
 
 from central.ledger import LedgerEntry, ledger_entry, merge_ranges
 from central.settings import CassandraSettings
+from central.store._cql_values import CQL_TYPES, check_columns, encode_row
 from central.store._model import (
     COLUMNS,
     RangeRow,
@@ -60,35 +69,6 @@ __all__ = ["CassandraStore"]
 
 log = logging.getLogger(__name__)
 
-_COLUMN_TYPES = {
-    "device_id": "text",
-    "day": "date",
-    "timestamp_us": "bigint",
-    "boot_id": "uuid",
-    "seq": "bigint",
-    "gateway_id": "text",
-    "site": "text",
-    "schema_version": "int",
-    "ingested_at_us": "bigint",
-    "heart_rate_bpm": "int",
-    "cadence_rpm": "int",
-    "speed_m_s": "float",
-    "distance_m": "double",
-    "latitude_deg": "double",
-    "longitude_deg": "double",
-    "altitude_m": "float",
-    "power_w": "int",
-    "temperature_c": "float",
-    "steps": "bigint",
-    "battery_pct": "int",
-    "host_uptime_s": "bigint",
-    "host_cpu_load": "float",
-    "host_free_memory_bytes": "bigint",
-    # frozen: a non-frozen collection makes every INSERT also write a tombstone.
-    "rr_intervals_ms": "frozen<list<int>>",
-    "respiration_rate_bpm": "float",
-    "sport": "text",
-}
 _RANGE_COLUMNS = RangeRow._fields
 #: Errors that no retry fixes: a missing table, a bad query, bad credentials.
 _PERMANENT = (InvalidRequest,)
@@ -96,7 +76,7 @@ _PERMANENT = (InvalidRequest,)
 
 def _ddl(settings: CassandraSettings) -> list[str]:
     ks = settings.keyspace
-    columns = ", ".join(f"{name} {_COLUMN_TYPES[name]}" for name in COLUMNS)
+    columns = ", ".join(f"{name} {CQL_TYPES[name]}" for name in COLUMNS)
     return [
         f"CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = {settings.replication}",
         # Compaction stays the default: bundles and month-old backlogs arrive
@@ -111,6 +91,13 @@ def _ddl(settings: CassandraSettings) -> list[str]:
         f"CREATE TABLE IF NOT EXISTS {ks}.ledger_boots (device_id text, boot_id uuid, "
         "PRIMARY KEY (device_id, boot_id))",
     ]
+
+
+def _bound(insert: PreparedStatement, row: TelemetryRow) -> BoundStatement:
+    """What ``insert.bind(row)`` returns, in ~9 µs instead of ~65: values packed by ``_cql_values``."""
+    bound = BoundStatement(insert)
+    bound.values = encode_row(row)
+    return bound
 
 
 class CassandraStore:
@@ -204,6 +191,10 @@ class CassandraStore:
                 ) from exc
             except Exception as exc:
                 raise StoreUnavailable(f"cannot prepare statements on Cassandra: {exc}") from exc
+            if name == "row":  # its values are packed by _cql_values, not by the driver
+                check_columns(
+                    [(c.name, c.type.cql_parameterized_type()) for c in statement.column_metadata]
+                )
             # Every write here is an upsert or a delete by full key: replaying it is harmless,
             # so the driver may retry and speculate.
             statement.is_idempotent = True
@@ -218,11 +209,13 @@ class CassandraStore:
         if self.settings.rows_per_batch > 1:
             self._run_concurrent([(batch, None) for batch in self._partition_batches(insert, rows)])
         else:
-            self._run_concurrent_args(insert, rows)
+            self._run_concurrent([(_bound(insert, row), None) for row in rows])
         # The ledger only after every row is in: a range row claims its rows are held.
-        self._run_concurrent_args(self._prepared("range"), ranges)
-        self._run_concurrent_args(
-            self._prepared("boot"), {(r.device_id, r.boot_id) for r in ranges}
+        # Ranges and boots in one round: neither claims anything about the other.
+        range_insert, boot_insert = self._prepared("range"), self._prepared("boot")
+        boots = {(r.device_id, r.boot_id) for r in ranges}
+        self._run_concurrent(
+            [(range_insert, r) for r in ranges] + [(boot_insert, b) for b in boots]
         )
 
     def _partition_batches(
@@ -238,7 +231,7 @@ class CassandraStore:
                 batch = BatchStatement(batch_type=BatchType.UNLOGGED)
                 batch.is_idempotent = True
                 for row in partition_rows[start : start + size]:
-                    batch.add(insert, row)
+                    batch.add(_bound(insert, row))
                 batches.append(batch)
         return batches
 

@@ -18,6 +18,7 @@ __all__ = [
     "RangeRow",
     "TelemetryStore",
     "row_from_record",
+    "rows_from_records",
     "range_rows",
     "day_of",
 ]
@@ -102,31 +103,78 @@ def _as_us(value: int | datetime) -> int:
     return value
 
 
+def rows_from_records(
+    records: Iterable[dict[str, Any]],
+    *,
+    gateway_id: str,
+    site: str,
+    schema_version: int,
+    ingested_at_us: int,
+) -> list[TelemetryRow]:
+    """Flatten records (resolved to the latest schema) and enrich them.
+
+    The hot path of ingest: boot ids and days repeat within a batch, so each
+    distinct one is parsed once.
+
+    Raises:
+        ValueError: a boot id is not a UUID (checked records never have one).
+    """
+    boots: dict[Any, uuid.UUID] = {}
+    days: dict[int, date] = {}
+    rows = []
+    for record in records:
+        ts_us = record["timestamp_us"]
+        if not isinstance(ts_us, int):
+            ts_us = _as_us(ts_us)
+        day = days.get(ts_us // _US_PER_DAY)
+        if day is None:
+            day = days[ts_us // _US_PER_DAY] = day_of(ts_us)
+        boot = boots.get(record["boot_id"])
+        if boot is None:
+            boot = boots[record["boot_id"]] = _as_uuid(record["boot_id"])
+        host = record["host"]
+        rows.append(
+            TelemetryRow(
+                record["device_id"],
+                day,
+                ts_us,
+                boot,
+                record["seq"],
+                gateway_id,
+                site,
+                schema_version,
+                ingested_at_us,
+                *[record[name] for name in _PLAIN_FIELDS],
+                host["uptime_s"],
+                host["cpu_load"],
+                host["free_memory_bytes"],
+                list(record["rr_intervals_ms"]),
+                record["respiration_rate_bpm"],
+                record["sport"],
+            )
+        )
+    return rows
+
+
+def _as_uuid(value: str | uuid.UUID) -> uuid.UUID:
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(value)
+
+
 def row_from_record(
     record: dict[str, Any], *, gateway_id: str, site: str, schema_version: int, ingested_at_us: int
 ) -> TelemetryRow:
-    """Flatten a record (resolved to the latest schema) and enrich it."""
-    ts_us = _as_us(record["timestamp_us"])
-    boot = record["boot_id"]
-    host = record["host"]
-    return TelemetryRow(
-        record["device_id"],
-        day_of(ts_us),
-        ts_us,
-        boot if isinstance(boot, uuid.UUID) else uuid.UUID(boot),
-        record["seq"],
-        gateway_id,
-        site,
-        schema_version,
-        ingested_at_us,
-        *(record[name] for name in _PLAIN_FIELDS),
-        host["uptime_s"],
-        host["cpu_load"],
-        host["free_memory_bytes"],
-        list(record["rr_intervals_ms"]),
-        record["respiration_rate_bpm"],
-        record["sport"],
-    )
+    """Flatten one record (resolved to the latest schema) and enrich it.
+
+    Raises:
+        ValueError: its boot id is not a UUID.
+    """
+    return rows_from_records(
+        [record],
+        gateway_id=gateway_id,
+        site=site,
+        schema_version=schema_version,
+        ingested_at_us=ingested_at_us,
+    )[0]
 
 
 def range_rows(rows: Iterable[TelemetryRow], written_at_us: int) -> list[RangeRow]:

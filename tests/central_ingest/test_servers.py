@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -25,11 +26,13 @@ from server_harness import services
 
 from central.ingest import DecodedBatch, accept_batches
 from central.settings import load_settings
-from central.store import StoreUnavailable, open_store
+from central.store import StoreUnavailable, open_store, rows_from_records
 from central.store._cassandra import CassandraStore
+from central.store._cql_values import encode_row
 from central_ingest.testdata import (
     PULSEGATE,
     REPO,
+    T0_US,
     make_record,
     message_body,
     message_headers,
@@ -192,6 +195,50 @@ def test_cassandra_store_upserts_idempotently_and_keeps_the_ledger(cassandra_con
         assert store.ledger() == [entry]
     finally:
         store.close()
+
+
+def test_packed_rows_read_back_as_written_and_as_the_driver_binds_them(
+    cassandra_config: Path,
+) -> None:
+    """Rows packed by central (not by the driver's bind) hold exactly what they were given."""
+    _db_init(cassandra_config)
+    store = _store(cassandra_config)
+    try:
+        boot = str(uuid.uuid4())
+        edge_records = [
+            make_record("dev-p", boot, 1),
+            make_record(
+                "dev-p", boot, 2, heart_rate_bpm=None, steps=None, sport=None, rr_intervals_ms=[]
+            ),
+            make_record("dev-p", boot, 3, rr_intervals_ms=list(range(300, 340)), sport="vélo"),
+            make_record("dev-p", boot, 4, latitude_deg=-89.123456789, distance_m=1e7 - 0.5),
+        ]
+        batch_rows = rows_from_records(
+            edge_records, gateway_id="gw-p", site="gym-p", schema_version=2, ingested_at_us=77
+        )
+        insert = store._prepared("row")
+        for row in batch_rows:
+            assert encode_row(row) == insert.bind(row).values
+        store.write(batch_rows)
+        read = store.telemetry("dev-p", edge_records[0]["timestamp_us"], T0_US + 10**9)
+        # float columns hold float32: compare with what float32 makes of each value
+        expected = [
+            r._replace(
+                speed_m_s=_f32(r.speed_m_s),
+                altitude_m=_f32(r.altitude_m),
+                temperature_c=_f32(r.temperature_c),
+                host_cpu_load=_f32(r.host_cpu_load),
+                respiration_rate_bpm=_f32(r.respiration_rate_bpm),
+            )
+            for r in batch_rows
+        ]
+        assert read == expected
+    finally:
+        store.close()
+
+
+def _f32(value: float | None) -> float | None:
+    return None if value is None else struct.unpack(">f", struct.pack(">f", value))[0]
 
 
 def _free_port() -> int:
