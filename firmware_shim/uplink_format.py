@@ -54,6 +54,7 @@ __all__ = [
     "routing_key",
     "build_message",
     "read_message",
+    "container_schema_text",
 ]
 
 EXCHANGE = "pulsegate.telemetry"
@@ -159,6 +160,23 @@ def read_message(body: bytes, reader_version: int = LATEST_SCHEMA_VERSION) -> It
         raise ValueError(f"unreadable Avro container: {type(exc).__name__}: {exc}") from exc
     except zlib.error as exc:
         raise ValueError(f"unreadable Avro container: deflate: {exc}") from exc
+
+
+def container_schema_text(body: bytes) -> bytes:
+    """The writer schema (JSON text) a container's header names.
+
+    Raises:
+        ValueError: ``body`` is not an OCF, its header is garbled, or it names no schema.
+    """
+    if not body.startswith(_MAGIC):
+        raise ValueError("no Obj\\x01 magic")
+    try:
+        meta, _ = _read_header(body)
+    except (IndexError, UnicodeDecodeError) as exc:
+        raise ValueError(f"header cut short or garbled ({type(exc).__name__})") from None
+    if "avro.schema" not in meta:
+        raise ValueError("no avro.schema in the header")
+    return meta["avro.schema"]
 
 
 def _long(buf: bytes, pos: int) -> tuple[int, int]:

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import io
 import json
 import time
-import zlib
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
-from fastavro import reader as ocf_reader
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from central.errors import CentralError
-from central.store import TelemetryRow, TelemetryStore, row_from_record
-from firmware_shim import LATEST_SCHEMA_VERSION, schema_by_fingerprint, validate_record
-from firmware_shim.uplink_format import FORMAT, read_message
+from central.store import TelemetryRow, TelemetryStore, rows_from_records
+from firmware_shim import schema_by_fingerprint, validate_record
+from firmware_shim.uplink_format import FORMAT, container_schema_text, read_message
 
 __all__ = [
     "PoisonMessage",
@@ -59,18 +58,21 @@ class DecodedBatch:
     gateway_received_at_us: int | None = None
 
 
-def writer_version(ocf: bytes) -> int:
-    """The telemetry schema version an OCF was written with, from its header.
+#: Distinct writer-schema texts whose version is remembered. A fleet sends a
+#: handful (one per schema version and gateway build); the cap keeps a sender
+#: of ever-new schema texts from growing the cache.
+_SCHEMA_TEXTS_REMEMBERED = 64
 
-    Raises:
-        PoisonMessage: ``not_avro`` or ``unknown_schema``.
-    """
+
+@lru_cache(maxsize=_SCHEMA_TEXTS_REMEMBERED)
+def _version_of_schema_text(text: bytes) -> int:
+    """The telemetry version whose fingerprint the schema ``text`` has (parsing costs ~1 ms)."""
     try:
-        header_schema = json.loads(ocf_reader(io.BytesIO(ocf)).metadata["avro.schema"])
-        fp = bytes.fromhex(fingerprint(to_parsing_canonical_form(header_schema), "CRC-64-AVRO"))
-    except Exception as exc:  # fastavro raises ValueError, EOFError, KeyError... on a bad header
+        pcf = to_parsing_canonical_form(json.loads(text))
+        fp = bytes.fromhex(fingerprint(pcf, "CRC-64-AVRO"))
+    except Exception as exc:  # json and fastavro raise ValueError, KeyError, TypeError... on junk
         raise PoisonMessage(
-            "not_avro", f"not an Avro container file ({type(exc).__name__}: {exc})"
+            "not_avro", f"the container's schema is unreadable ({type(exc).__name__}: {exc})"
         ) from None
     info = schema_by_fingerprint(fp)
     if info is None:
@@ -80,15 +82,17 @@ def writer_version(ocf: bytes) -> int:
     return info.version
 
 
-def _read_records(body: bytes, version: int) -> list[dict[str, Any]]:
-    if version != LATEST_SCHEMA_VERSION:
-        return list(read_message(body))
-    # Same result as read_message, twice as fast: fastavro resolves schemas
-    # record by record whenever a reader schema is given, even an identical one.
+def writer_version(ocf: bytes) -> int:
+    """The telemetry schema version an OCF was written with, from its header.
+
+    Raises:
+        PoisonMessage: ``not_avro`` or ``unknown_schema``.
+    """
     try:
-        return list(ocf_reader(io.BytesIO(body)))
-    except (ValueError, EOFError, KeyError, IndexError, zlib.error) as exc:
-        raise ValueError(f"unreadable Avro container: {type(exc).__name__}: {exc}") from exc
+        text = container_schema_text(ocf)
+    except ValueError as exc:
+        raise PoisonMessage("not_avro", f"not an Avro container file ({exc})") from None
+    return _version_of_schema_text(text)
 
 
 def _header(headers: Mapping[str, Any], name: str) -> str:
@@ -121,12 +125,28 @@ def check_records(records: Iterable[dict[str, Any]]) -> None:
     Raises:
         PoisonMessage: ``invalid_record``, naming the first bad record.
     """
+    boot_ids_seen: set[Any] = set()  # a batch holds a few boots: parse each once
     for record in records:
         why = validate_record(record)
+        boot_id = record["boot_id"]
+        if why is None and boot_id not in boot_ids_seen:
+            why = _uuid_problem(boot_id)
+            boot_ids_seen.add(boot_id)
         if why is not None:
             raise PoisonMessage(
                 "invalid_record", f"device {record['device_id'][:64]!r} seq {record['seq']}: {why}"
             )
+
+
+def _uuid_problem(boot_id: Any) -> str | None:
+    """Why ``boot_id`` (a str from the wire, or a UUID from fastavro) is no UUID, or None."""
+    if isinstance(boot_id, uuid.UUID):
+        return None
+    try:
+        uuid.UUID(boot_id)
+    except (ValueError, TypeError, AttributeError):
+        return f"boot_id {str(boot_id)[:_MAX_QUOTED_CHARS]!r} is not a UUID"
+    return None
 
 
 def decode_delivery(body: bytes, headers: Mapping[str, Any] | None) -> DecodedBatch:
@@ -150,7 +170,7 @@ def decode_delivery(body: bytes, headers: Mapping[str, Any] | None) -> DecodedBa
     received_at_us = _int_header(headers, "received-at-us", required=False)
     version = writer_version(body)
     try:
-        records = _read_records(body, version)
+        records = list(read_message(body))  # resolved to the latest schema
     except ValueError as exc:
         raise PoisonMessage("bad_datum", str(exc)) from None
     if len(records) != count:
@@ -163,17 +183,16 @@ def decode_delivery(body: bytes, headers: Mapping[str, Any] | None) -> DecodedBa
 
 def rows_of(batches: Iterable[DecodedBatch], ingested_at_us: int) -> list[TelemetryRow]:
     """Flatten and enrich the records of ``batches``."""
-    return [
-        row_from_record(
-            record,
+    rows: list[TelemetryRow] = []
+    for b in batches:
+        rows += rows_from_records(
+            b.records,
             gateway_id=b.gateway_id,
             site=b.site,
             schema_version=b.schema_version,
             ingested_at_us=ingested_at_us,
         )
-        for b in batches
-        for record in b.records
-    ]
+    return rows
 
 
 def accept_batches(store: TelemetryStore, batches: Sequence[DecodedBatch]) -> int:

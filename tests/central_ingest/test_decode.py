@@ -11,7 +11,13 @@ from pathlib import Path
 import fastavro
 import pytest
 
-from central.ingest import PoisonMessage, accept_batches, decode_delivery
+from central.ingest import (
+    PoisonMessage,
+    accept_batches,
+    check_records,
+    decode_delivery,
+    writer_version,
+)
 from central.store._sqlite import SqliteStore
 from central_ingest.testdata import T0_US, make_record, message_body, message_headers
 from firmware_shim import schema
@@ -154,3 +160,67 @@ def test_bytes_headers_are_accepted() -> None:
     headers = {k: (v.encode() if isinstance(v, str) else v) for k, v in message_headers(2).items()}
     batch = decode_delivery(GOOD, headers)
     assert (batch.gateway_id, batch.site, len(batch.records)) == ("gw-1", "gym-a", 2)
+
+
+def test_a_record_whose_boot_id_is_no_uuid_is_poison() -> None:
+    """The wire carries boot ids as strings; one that is no UUID would fail the write later."""
+    good = [make_record("dev", BOOT, 1), make_record("dev", BOOT, 2)]
+    check_records(good)
+    with pytest.raises(PoisonMessage) as caught:
+        check_records([*good, make_record("dev", "boot-7", 3)])
+    assert caught.value.reason == "invalid_record"
+    assert "'boot-7' is not a UUID" in str(caught.value) and "seq 3" in str(caught.value)
+
+
+def _zigzag(n: int) -> bytes:
+    n = (n << 1) ^ (n >> 63)
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    return bytes(out + bytes([n]))
+
+
+def _with_blocked_metadata(ocf: bytes, version: int) -> bytes:
+    """The same OCF, its header map rewritten as two blocks, the first with a negative count.
+
+    The Avro spec lets a writer give a block's count as negative followed by its
+    size in bytes; fastavro never does, other writers may.
+    """
+    # The old map's last entry is the codec: its key, its value's length, its value.
+    map_end = ocf.index(b"avro.codec") + len(b"avro.codec") + 1 + len(b"deflate")
+    assert ocf[map_end] == 0
+    schema_entry = _zigzag(11) + b"avro.schema" + _zigzag(len(text := _schema_text(version))) + text
+    codec_entry = _zigzag(10) + b"avro.codec" + _zigzag(7) + b"deflate"
+    header = (
+        b"Obj\x01"
+        + _zigzag(-1)
+        + _zigzag(len(codec_entry))
+        + codec_entry
+        + _zigzag(1)
+        + schema_entry
+        + b"\x00"
+    )
+    return header + ocf[map_end + 1 :]
+
+
+def _schema_text(version: int) -> bytes:
+    return json.dumps(schema(version).json).encode()
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_writer_version_reads_a_header_map_in_blocks(version: int) -> None:
+    body = message_body([make_record("dev", BOOT, 1)], version=version)
+    assert writer_version(body) == version
+    assert writer_version(_with_blocked_metadata(body, version)) == version
+
+
+@pytest.mark.parametrize(
+    "header",
+    [b"Obj\x01", b"Obj\x01\x02", b"Obj\x01\x02\x16avro.schema\xff", b"Obj\x01\x00" + b"\x00" * 16],
+    ids=["no-map", "cut-in-map", "bad-length", "no-schema"],
+)
+def test_a_damaged_header_is_not_avro(header: bytes) -> None:
+    with pytest.raises(PoisonMessage) as caught:
+        writer_version(header)
+    assert caught.value.reason == "not_avro"
