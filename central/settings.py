@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from central.detectors.settings import DetectorSettings, FleetSettings
 from central.incidents.settings import IncidentSettings, PagerDutySettings, RunbookSettings
@@ -72,6 +73,17 @@ class AmqpSettings:
     url: str = "amqp://guest:guest@127.0.0.1:5672/%2F"
     heartbeat_s: int = 30
     """AMQP heartbeat; the ingest loop services it between batches and while it backs off."""
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("amqp", "amqps"):
+            raise ValueError(f"url must start with amqp:// or amqps://, got {self.url!r}")
+        try:
+            port = parts.port
+        except ValueError:
+            port = -1
+        if not parts.hostname or port == -1:
+            raise ValueError(f"url {self.url!r} needs a host and a numeric port, e.g. amqp://user:pass@HOST:5672/%2F")
 
 
 @dataclass

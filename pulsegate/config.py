@@ -124,7 +124,10 @@ def _build_section(
     try:
         return cls(**kwargs)
     except ValueError as exc:  # __post_init__ checks of ranges and combinations
-        raise ConfigError(f"[{section}] in {source}: {exc}") from None
+        from_env = [f"{ENV_PREFIX}{section}_{key}".upper() for key in known
+                    if f"{ENV_PREFIX}{section}_{key}".upper() in env]
+        where = f"{source} with {', '.join(sorted(from_env))} from the environment" if from_env else source
+        raise ConfigError(f"[{section}] in {where}: {exc}") from None
 
 
 def _coerce(value: Any, hint: Any, key: str, source: str, *, from_env: bool, base_dir: Path | None = None) -> Any:

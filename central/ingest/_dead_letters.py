@@ -24,11 +24,24 @@ from typing import Any
 
 import pika
 from pika.adapters.blocking_connection import BlockingChannel
-from pika.exceptions import AMQPConnectionError, NackError, UnroutableError
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+from pika.exceptions import (
+    AMQPConnectionError,
+    ChannelClosedByBroker,
+    NackError,
+    ProbableAccessDeniedError,
+    ProbableAuthenticationError,
+    UnroutableError,
+)
+from tenacity import (
+    Retrying,
+    retry_if_exception_type,
+    retry_if_not_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
 
 from central.errors import CentralError
-from firmware_shim.amqp_topology import DEAD_LETTER_QUEUE, EXCHANGE, declare_topology
+from firmware_shim.amqp_topology import DEAD_LETTER_QUEUE, EXCHANGE
 
 __all__ = ["DeadLetter", "ReplayResult", "open_channel", "peek_dead_letters", "replay_dead_letters"]
 
@@ -64,7 +77,7 @@ class ReplayResult:
 
 
 def open_channel(amqp_url: str) -> tuple[pika.BlockingConnection, BlockingChannel]:
-    """Connect (retrying with backoff), declare the topology, return a channel.
+    """Connect (retrying with backoff) and return a channel; nothing is declared.
 
     Raises:
         CentralError: the broker stayed unreachable.
@@ -77,11 +90,19 @@ def open_channel(amqp_url: str) -> tuple[pika.BlockingConnection, BlockingChanne
     pika_log.setLevel(logging.CRITICAL)
     try:
         connection = Retrying(
-            retry=retry_if_exception_type(AMQPConnectionError),
+            # A refusal is an answer, not an outage: retrying cannot change it.
+            retry=retry_if_exception_type(AMQPConnectionError)
+            & retry_if_not_exception_type((ProbableAccessDeniedError, ProbableAuthenticationError)),
             wait=wait_exponential(multiplier=0.5, max=4),
             stop=stop_after_attempt(_CONNECT_ATTEMPTS),
             reraise=True,
         )(pika.BlockingConnection, params)
+    except (ProbableAccessDeniedError, ProbableAuthenticationError) as exc:
+        raise CentralError(
+            f"the broker at {params.host}:{params.port} refused user {params.credentials.username!r} on "
+            f"virtual host {params.virtual_host!r} ({type(exc).__name__}); check the password and that the "
+            "vhost exists (rabbitmqctl list_vhosts)"
+        ) from None
     except AMQPConnectionError as exc:
         raise CentralError(
             f"cannot reach the broker at {params.host}:{params.port} after {_CONNECT_ATTEMPTS} attempts "
@@ -89,9 +110,7 @@ def open_channel(amqp_url: str) -> tuple[pika.BlockingConnection, BlockingChanne
         ) from None
     finally:
         pika_log.setLevel(pika_level)
-    channel = connection.channel()
-    declare_topology(channel)
-    return connection, channel
+    return connection, connection.channel()
 
 
 def _text(value: Any) -> str:
@@ -115,9 +134,19 @@ def describe(method: Any, properties: pika.BasicProperties) -> DeadLetter:
                       _text(routing_key or method.routing_key))
 
 
+def _dead_letter_count(channel: BlockingChannel) -> int:
+    try:
+        return channel.queue_declare(DEAD_LETTER_QUEUE, passive=True).method.message_count
+    except ChannelClosedByBroker:
+        raise CentralError(
+            f"no queue {DEAD_LETTER_QUEUE!r} on this broker and virtual host: no ingest worker has run "
+            "against it yet, or amqp.url names another vhost"
+        ) from None
+
+
 def peek_dead_letters(channel: BlockingChannel, limit: int) -> tuple[int, list[DeadLetter]]:
     """The queue's length and its first ``limit`` messages, all left in place."""
-    total = channel.queue_declare(DEAD_LETTER_QUEUE, passive=True).method.message_count
+    total = _dead_letter_count(channel)
     seen, last_tag = [], None
     for _ in range(min(limit, total)):
         method, properties, _body = channel.basic_get(DEAD_LETTER_QUEUE, auto_ack=False)
@@ -147,7 +176,7 @@ def replay_dead_letters(
     Raises:
         CentralError: the broker refused a copy (the message stays dead-lettered).
     """
-    total = channel.queue_declare(DEAD_LETTER_QUEUE, passive=True).method.message_count
+    total = _dead_letter_count(channel)
     channel.confirm_delivery()
     replayed = skipped = 0
     last_skipped_tag = None

@@ -135,3 +135,34 @@ def test_an_unreachable_broker_is_one_line(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert result.stderr.strip().count("\n") == 0, result.stderr
     assert "cannot reach the broker at 127.0.0.1:1" in result.stderr
+
+
+def test_a_missing_vhost_is_named_as_a_refusal_not_an_outage(tmp_path: Path, amqp_url: str) -> None:
+    missing = amqp_url.rsplit("/", 1)[0] + "/pulsegate-no-such-vhost"
+    config = write_config(tmp_path / "central.toml", tmp_path / "state", amqp={"url": missing})
+    result = run_cli("central", "dead-letters", "list", "--config", str(config))
+    assert result.returncode != 0
+    assert "refused user 'guest' on virtual host 'pulsegate-no-such-vhost'" in result.stderr, result.stderr
+
+
+def test_a_vhost_where_ingest_never_ran_has_no_dead_letter_queue_and_gets_none(tmp_path: Path, amqp_url: str) -> None:
+    config = write_config(tmp_path / "central.toml", tmp_path / "state", amqp={"url": amqp_url})
+    result = run_cli("central", "dead-letters", "list", "--config", str(config))
+    assert result.returncode != 0
+    assert "no queue 'pulsegate.dead-letter' on this broker and virtual host" in result.stderr, result.stderr
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    try:
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker):  # listing created nothing
+            connection.channel().queue_declare(DEAD_LETTER_QUEUE, passive=True)
+    finally:
+        if connection.is_open:
+            connection.close()
+
+
+@pytest.mark.parametrize("url", ["", "http://127.0.0.1/", "amqp://127.0.0.1:notaport/", "127.0.0.1"])
+def test_a_malformed_amqp_url_is_refused_in_one_line(tmp_path: Path, url: str) -> None:
+    config = write_config(tmp_path / "central.toml", tmp_path / "state")
+    result = run_cli("central", "dead-letters", "list", "--config", str(config), env={"PULSEGATE_AMQP_URL": url})
+    assert result.returncode != 0
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    assert "[amqp]" in result.stderr and "with PULSEGATE_AMQP_URL from the environment: url" in result.stderr, result.stderr
