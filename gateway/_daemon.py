@@ -97,7 +97,8 @@ class GatewayDaemon:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._take_lock()
         outbox = Outbox(self.state_dir)
-        outbox.record_identity(self.settings.gateway.id, self.settings.gateway.site)
+        outbox.record_identity(self.settings.gateway.id, self.settings.gateway.site,
+                               uplink_enabled=self.settings.uplink.enabled)
         serial_settings = self.settings.serial
         for path in self.ports:
             reader = PortReader(

@@ -243,11 +243,12 @@ class Outbox:
             if counters is not None:
                 counters.tracker.ranges.append([row["first_seq"], row["last_seq"]])
 
-    def record_identity(self, gateway_id: str, site: str) -> None:
-        """Remember which gateway (and gym) fills this outbox."""
+    def record_identity(self, gateway_id: str, site: str, *, uplink_enabled: bool = False) -> None:
+        """Remember which gateway (and gym) fills this outbox, and whether it forwards it."""
         with self.conn:
             self.conn.executemany("INSERT OR REPLACE INTO identity VALUES (?, ?)",
-                                  [("gateway_id", gateway_id), ("site", site)])
+                                  [("gateway_id", gateway_id), ("site", site),
+                                   ("uplink", "enabled" if uplink_enabled else "disabled")])
 
     def contiguous_seq(self, device_id: str, boot_id: str) -> int:
         """Highest seq of this boot up to which everything is durable (0 if none)."""

@@ -54,7 +54,7 @@ def run(state_dir: str | None, ports: tuple[str, ...], config: str | None) -> No
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def status(state_dir: str | None, config: str | None, as_json: bool) -> None:
     """Show trackers, the outbox and quarantine (works with or without the daemon)."""
-    from gateway.state_reader import daemon_state, read_status
+    from gateway.state_reader import daemon_state, read_status, recorded_identity
     from gateway.status_view import render_status
     from gateway.uplink import uplink_status_from_file
 
@@ -64,6 +64,8 @@ def status(state_dir: str | None, config: str | None, as_json: bool) -> None:
     data["uplink"] = uplink_status_from_file(Path(settings.gateway.state_dir) / "gateway.sqlite")
     if not data["daemon"]["running"]:
         data["uplink"]["state"] = "stopped"  # "down" would suggest a broker outage
+    elif recorded_identity(settings.gateway.state_dir).get("uplink") == "disabled":
+        data["uplink"]["state"] = "disabled"  # bundle-only gym: nothing is down
     if as_json:
         click.echo(json.dumps(data, indent=2, sort_keys=True))
     else:

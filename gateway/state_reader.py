@@ -18,7 +18,7 @@ from firmware_shim import decode_datum, schema_by_fingerprint
 from gateway._outbox import DB_FILENAME, SequenceTracker, damaged, open_database
 from gateway.errors import GatewayError
 
-__all__ = ["read_status", "read_device", "daemon_state", "StateDirError"]
+__all__ = ["read_status", "read_device", "daemon_state", "recorded_identity", "StateDirError"]
 
 
 class StateDirError(GatewayError):
@@ -169,5 +169,16 @@ def _read_device(state_dir: Path, device_id: str, boots: list[dict[str, Any]], r
             )
         ]
         return {"device_id": device_id, "boots": boots, "recent_records": records, "quarantine": quarantined}
+    finally:
+        conn.close()
+
+
+def recorded_identity(state_dir: Path) -> dict[str, str]:
+    """What the daemon recorded of itself at start: gateway_id, site, uplink (enabled/disabled)."""
+    conn = _connect(state_dir)
+    try:
+        return dict(conn.execute("SELECT key, value FROM identity").fetchall())
+    except sqlite3.DatabaseError as exc:
+        raise damaged(Path(state_dir) / DB_FILENAME, exc) from None
     finally:
         conn.close()

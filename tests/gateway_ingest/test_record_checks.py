@@ -7,6 +7,7 @@ the ACKs from the gateway are decoded off the line.
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import signal
@@ -17,7 +18,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from replay_harness import PROVENANCE, GatewayProcess, Tracker
+from replay_harness import PROVENANCE, GatewayProcess, Tracker, run_cli
 
 from firmware_shim import Ack, FrameType, Hello, StreamDecoder, encode_frame, encode_record, schema
 
@@ -72,6 +73,9 @@ def test_refused_records_are_quarantined_with_their_reason(tmp_path: Path, proce
     time.sleep(0.3)  # the last ACK
     acks = [Ack.from_payload(f.payload) for f in StreamDecoder().feed(os.read(master, 65536))
             if getattr(f, "type", None) is FrameType.ACK]
+    status = run_cli("gateway", "status", "--json", "--state-dir", str(tmp_path / "state"))
+    # The default config forwards nothing: the uplink is off, not down.
+    assert json.loads(status.stdout)["uplink"]["state"] == "disabled", status.stdout + status.stderr
     gateway.stop()
     os.close(master)
     os.close(slave)
