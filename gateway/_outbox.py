@@ -63,7 +63,7 @@ def open_database(state_dir: Path, *, readonly: bool = False) -> sqlite3.Connect
 def damaged(path: Path, exc: sqlite3.DatabaseError) -> GatewayError:
     """The one-line error for a gateway database SQLite cannot read."""
     return GatewayError(f"{str(path)!r} is damaged or not a gateway database ({exc}); "
-                        "see 'Recover' in the README")
+                        "stop the daemon and run 'pulsegate gateway salvage'; see 'Recover' in the README")
 
 
 def _create_schema(db: sqlite_utils.Database) -> None:

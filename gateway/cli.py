@@ -104,3 +104,37 @@ def public_key(state_dir: str | None, config: str | None) -> None:
         )
     ensure_signing_key(settings.gateway.state_dir)
     click.echo(signing_key_path(settings.gateway.state_dir).with_suffix(".pub").read_text(), nl=False)
+
+
+@gateway.command()
+@click.option("--state-dir", type=click.Path(file_okay=False), help=_STATE_DIR_HELP)
+@click.option("--config", type=click.Path(dir_okay=False), help="TOML config file.")
+def salvage(state_dir: str | None, config: str | None) -> None:
+    """Rebuild a damaged gateway.sqlite from every row still readable (the daemon must be stopped).
+
+    The damaged file is kept as gateway.damaged.sqlite beside the new one.
+    """
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    from gateway._salvage import salvage_database
+    from gateway.errors import GatewayError
+    from gateway.state_reader import daemon_state
+
+    settings = _settings(config, state_dir)
+    state = Path(settings.gateway.state_dir)
+    if daemon_state(state)["running"]:
+        raise GatewayError(f"the gateway daemon is running on {str(state)!r}; stop it before salvaging")
+    with Progress(TextColumn("{task.description}"), BarColumn(), transient=True) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(table: str, done: int, total: int) -> None:
+            if table not in tasks:
+                tasks[table] = bar.add_task(f"copying {table}", total=total)
+            bar.update(tasks[table], completed=done)
+
+        result = salvage_database(state, progress)
+    for table, copied in result.copied.items():
+        lost = result.lost[table]
+        fate = "unreadable, nothing copied" if lost < 0 else f"{copied} rows copied, {lost} unreadable"
+        click.echo(f"{table}: {fate}")
+    click.echo(f"the damaged file is kept as {result.damaged_path}")

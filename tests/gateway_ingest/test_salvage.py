@@ -1,0 +1,80 @@
+"""`pulsegate gateway salvage` on a real outbox file with pages overwritten, as a failing disk would."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import uuid
+from pathlib import Path
+
+from replay_harness import run_cli
+
+from firmware_shim import encode_record, schema, split_soe
+from gateway._outbox import AcceptedRecord, Outbox
+
+RECORDS = 20_000
+PAGE_BYTES = 4096
+
+
+def _fill(state_dir: Path) -> dict[int, tuple]:
+    """An outbox of RECORDS real records; returns id -> (device, seq, datum) as committed."""
+    outbox = Outbox(state_dir)
+    boot = str(uuid.uuid4())
+    info = schema(2)
+    batch = []
+    for seq in range(1, RECORDS + 1):
+        record = {"device_id": "salvage-1", "boot_id": boot, "seq": seq, "timestamp_us": 1_735_000_000_000_000 + seq,
+                  "heart_rate_bpm": 100 + seq % 60, "cadence_rpm": None, "speed_m_s": 2.0, "distance_m": float(seq),
+                  "latitude_deg": None, "longitude_deg": None, "altitude_m": None, "power_w": None,
+                  "temperature_c": None, "steps": seq, "battery_pct": 70,
+                  "host": {"uptime_s": seq, "cpu_load": 0.2, "free_memory_bytes": 1 << 20}}
+        datum = split_soe(encode_record(record))[1]
+        batch.append(AcceptedRecord("/dev/ttyUSB0", "salvage-1", boot, seq, record["timestamp_us"], info.fingerprint,
+                                    2, datum))
+        if len(batch) == 5000:
+            outbox.commit_batch(batch)
+            batch = []
+    outbox.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    rows = {r[0]: tuple(r[1:]) for r in outbox.conn.execute("SELECT id, device_id, seq, datum FROM outbox")}
+    outbox.close()
+    return rows
+
+
+def test_salvage_keeps_every_readable_record_and_the_damaged_file(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    original = _fill(state)
+    db = state / "gateway.sqlite"
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA page_size").fetchone()[0] == PAGE_BYTES
+    data = bytearray(db.read_bytes())
+    pages = len(data) // PAGE_BYTES
+    # Three pages in the middle of the file, where the outbox rows are, turned to 0xFF.
+    for page in (pages // 2, pages // 2 + 1, pages // 2 + 7):
+        data[page * PAGE_BYTES:(page + 1) * PAGE_BYTES] = b"\xff" * PAGE_BYTES
+    db.write_bytes(bytes(data))
+    broken = run_cli("gateway", "status", "--state-dir", str(state))
+    assert broken.returncode != 0 and "is damaged" in broken.stderr
+
+    result = run_cli("gateway", "salvage", "--state-dir", str(state))
+    assert result.returncode == 0, result.stderr
+    assert (state / "gateway.damaged.sqlite").read_bytes() == bytes(data)  # kept as it was
+    with sqlite3.connect(db) as conn:
+        salvaged = {r[0]: tuple(r[1:]) for r in conn.execute("SELECT id, device_id, seq, datum FROM outbox")}
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    # Most rows survive three bad pages, each one exactly as committed.
+    assert RECORDS - 400 <= len(salvaged) < RECORDS
+    assert all(original[row_id] == row for row_id, row in salvaged.items())
+    copied_line = next(line for line in result.stdout.splitlines() if line.startswith("outbox:"))
+    assert copied_line.startswith(f"outbox: {len(salvaged)} rows copied")
+    status = json.loads(run_cli("gateway", "status", "--json", "--state-dir", str(state)).stdout)
+    assert status["outbox"]["records"] == len(salvaged)
+
+
+def test_salvage_does_not_overwrite_an_earlier_damaged_file(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    Outbox(state).close()
+    (state / "gateway.damaged.sqlite").write_bytes(b"from an earlier salvage")
+    again = run_cli("gateway", "salvage", "--state-dir", str(state))
+    assert again.returncode != 0
+    assert "exists from an earlier salvage; move it away first" in again.stderr
+    assert again.stderr.strip().count("\n") == 0
