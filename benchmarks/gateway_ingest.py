@@ -9,7 +9,7 @@ rows into a table of the same shape, with the same pragmas, in this run.
 Also reports the peak RSS (VmHWM) and CPU of the daemon with its decode
 worker processes.
 
-    .venv/bin/python benchmarks/gateway_ingest.py [--devices 16] [--records-per-device 24239]
+    .venv/bin/python benchmarks/gateway_ingest.py [--devices 16] [--records-per-device 24239] [--decode-workers 1]
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ def cpu_seconds(pid: int) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def run_gateway(streams: list[bytes], folder: Path) -> tuple[float, float, int, float]:
+def run_gateway(streams: list[bytes], folder: Path, decode_workers: int) -> tuple[float, float, int, float]:
     masters, links = [], []
     for i in range(len(streams)):
         master, slave = pty.openpty()
@@ -142,7 +142,7 @@ def run_gateway(streams: list[bytes], folder: Path) -> tuple[float, float, int, 
         links.append(link)
     state = folder / "state"
     config = folder / "gateway.toml"
-    config.write_text('[metrics]\nlisten_address = ""\n[airpods]\nenabled = false\n')
+    config.write_text(f'[metrics]\nlisten_address = ""\n[airpods]\nenabled = false\n[serial]\ndecode_workers = {decode_workers}\n')
     gateway = subprocess.Popen(
         [sys.executable, "-m", "pulsegate", "gateway", "run", "--state-dir", str(state), "--config", str(config),
          *[a for link in links for a in ("--port", str(link))]],
@@ -200,16 +200,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", type=int, default=16)
     parser.add_argument("--records-per-device", type=int, default=24239)
+    parser.add_argument("--decode-workers", type=int, default=1, help="serial.decode_workers (0: decode in the port loop)")
     args = parser.parse_args()
     print(f"encoding {args.devices} x {args.records_per_device} records from {RECORDING.name} ...", flush=True)
     streams, rows = build_streams(args.devices, args.records_per_device)
     folder = Path(tempfile.mkdtemp(prefix="pulsegate-bench-"))
     try:
         raw = baseline(rows, folder)
-        rate, rss, total, cpu_share = run_gateway(streams, folder)
+        rate, rss, total, cpu_share = run_gateway(streams, folder, args.decode_workers)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    print(f"gateway ingest: {rate:,.0f} records/s committed from {args.devices} pseudo-terminals ({total:,} records)")
+    print(f"gateway ingest: {rate:,.0f} records/s committed from {args.devices} pseudo-terminals ({total:,} records,"
+          f" {args.decode_workers} decode worker(s))")
     print(f"baseline sqlite3 executemany, same rows: {raw:,.0f} records/s  (gateway at {rate / raw:.0%} of it)")
     print(f"gateway peak RSS (daemon + decode workers): {rss:.0f} MiB; their CPU while ingesting:"
           f" {cpu_share:.0%} of one core ({1e6 * cpu_share / rate:.0f} µs of CPU per record)")

@@ -39,9 +39,9 @@ from gateway.errors import GatewayError
 
 __all__ = ["PortReader", "PortLoop", "IngestWriter", "PortState", "IngestStats"]
 
-# Throughput: benchmarks/gateway_ingest.py measures ~21,000-23,000 records/s
-# from 16 flooding ports on a 2-core machine with one decode worker, against
-# ~16,000 with decoding in the loop's thread. Each record still costs the
+# Throughput: benchmarks/gateway_ingest.py measures ~23,000-24,000 records/s
+# from 16 flooding ports on an idle 2-core machine with one decode worker,
+# against ~16,700 with decoding in the loop's thread. Each record still costs the
 # daemon's own process ~40 µs of CPU (frame splitting, the commit, cue
 # sources): with more cores, that process becomes the limit, not the workers.
 
