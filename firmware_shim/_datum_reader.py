@@ -16,8 +16,11 @@ fastavro. The tests check it against fastavro on generated records and on
 corrupted bytes.
 
 Strictness matches fastavro's where it matters: a datum cut short, a union
-branch out of range, invalid UTF-8 or a varint over ten bytes raise
-:class:`BadDatum`; nothing is read past the given buffer.
+branch out of range or invalid UTF-8 raise :class:`BadDatum`, and nothing is
+read past the given buffer. It is stricter in two ways: a negative union
+index and a varint over ten bytes are refused (fastavro reads the first from
+the end of the branch list and wraps the second); a ten-byte varint wraps to
+64 bits as in fastavro and Avro's Java reader.
 """
 
 from __future__ import annotations
@@ -84,7 +87,9 @@ def _varint_tail(buf: bytes, pos: int, first: int) -> tuple[int, int]:
     if byte < 0x80:
         return value, pos + 8
     byte = buf[pos + 8]
-    value |= (byte & 0x7F) << 63
+    # The tenth byte holds bit 63; what it has beyond is dropped, as fastavro
+    # and the Java implementation do, so the value stays a 64-bit long.
+    value = (value | (byte & 0x7F) << 63) & 0xFFFF_FFFF_FFFF_FFFF
     if byte < 0x80:
         return value, pos + 9
     raise BadDatum(f"varint at offset {pos - 1} is longer than {_MAX_VARINT_BYTES} bytes")
@@ -170,14 +175,16 @@ class _Compiler:
         if len(writer) > 63:
             raise UnsupportedSchema("unions of more than 63 branches are not supported")
         index = self.name("u")
+        # A branch index is a zigzag varint: branch i is the raw value 2*i,
+        # one byte when written canonically (i < 64), more when padded.
         self.emit(indent, f"{index} = buf[pos]; pos += 1")
+        self.emit(indent, f"if {index} > 127: {index}, pos = _varint_tail(buf, pos, {index})")
         for i, branch in enumerate(writer):
             keyword = "if" if i == 0 else "elif"
-            # A branch index is a zigzag varint: branch i is the single byte 2*i (i < 64).
             self.emit(indent, f"{keyword} {index} == {2 * i}:")
             self.value(indent + 1, branch, None if reader is None else reader[i], target)
         self.emit(indent, "else:")
-        self.emit(indent + 1, f"_bad(f'union branch byte {{{index}}} at offset {{pos - 1}} is out of range')")
+        self.emit(indent + 1, f"_bad(f'union branch varint {{{index}}} before offset {{pos}} is out of range')")
 
     def array(self, indent: int, writer: dict, reader: Any, target: str) -> None:
         count, item = self.name("c"), self.name("i")
