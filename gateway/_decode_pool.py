@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from firmware_shim import RecordError, schema, split_soe, validate_record
-from firmware_shim._records import decode_datum
+from firmware_shim._records import SCHEMA_VERSIONS, datum_reader, decode_datum
 from gateway._outbox import AcceptedRecord, QuarantinedFrame
 
 __all__ = ["PendingRecord", "DecodeJob", "DecodePool", "check_payload", "check_payloads", "items_for"]
@@ -123,7 +123,8 @@ def _start_worker(daemon_pid: int) -> None:
     # A pidfd becomes readable when the daemon exits, whatever the signal.
     daemon = os.pidfd_open(daemon_pid)
     threading.Thread(target=_exit_with, args=(daemon,), name="exit-with-daemon", daemon=True).start()
-    check_payload(0, b"")  # import and compile the schemas before the first round
+    for version in SCHEMA_VERSIONS:  # compile the readers before the first round
+        datum_reader(version)
 
 
 def _exit_with(daemon_pidfd: int) -> None:
@@ -153,8 +154,14 @@ class DecodePool:
         except (BrokenProcessPool, RuntimeError) as exc:
             log.warning("decode pool broken (%s); starting a new one", exc)
             self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = self._start()
-            future = self._executor.submit(check_payloads, payloads)
+            try:
+                self._executor = self._start()
+                future = self._executor.submit(check_payloads, payloads)
+            except (BrokenProcessPool, RuntimeError, OSError) as again:
+                # No pool to be had (out of processes?): the writer decodes
+                # this round itself (DecodeJob.resolve), and the next round tries again.
+                future = concurrent.futures.Future()
+                future.set_exception(again)
         return DecodeJob(items, future)
 
     def shutdown(self) -> None:
