@@ -146,9 +146,11 @@ class DecodePool:
         return concurrent.futures.ProcessPoolExecutor(self._workers, mp_context=self._context,
                                                       initializer=_start_worker, initargs=(os.getpid(),))
 
-    def submit(self, items: list[Any]) -> DecodeJob:
-        """Start decoding the PendingRecords among ``items``."""
+    def submit(self, items: list[Any]) -> DecodeJob | list[Any]:
+        """Start decoding the PendingRecords among ``items``; a round without any is returned as it is."""
         payloads = [(i.seq, i.payload) for i in items if isinstance(i, PendingRecord)]
+        if not payloads:  # HELLOs and rejected frames only: nothing for a worker
+            return items
         try:
             future = self._executor.submit(check_payloads, payloads)
         except (BrokenProcessPool, RuntimeError) as exc:

@@ -43,14 +43,28 @@ from tenacity import (
 from central.errors import CentralError
 from firmware_shim.amqp_topology import DEAD_LETTER_QUEUE, EXCHANGE
 
-__all__ = ["DeadLetter", "ReplayResult", "open_channel", "peek_dead_letters", "replay_dead_letters"]
+__all__ = [
+    "DeadLetter",
+    "ReplayResult",
+    "ERROR_HEADER",
+    "REASON_HEADER",
+    "ROUTING_KEY_HEADER",
+    "open_channel",
+    "peek_dead_letters",
+    "persistent_copy",
+    "replay_dead_letters",
+]
 
 log = logging.getLogger(__name__)
 
+#: The headers an ingest worker adds when it dead-letters a message.
+ERROR_HEADER = "x-pulsegate-error"
+REASON_HEADER = "x-pulsegate-error-reason"
+ROUTING_KEY_HEADER = "x-pulsegate-original-routing-key"
 #: Headers that describe the dead-lettering, dropped from a replayed copy so
 #: that a second failure records only its own reason.
 _DEAD_LETTER_HEADERS = frozenset({
-    "x-pulsegate-error", "x-pulsegate-error-reason", "x-pulsegate-original-routing-key",
+    ERROR_HEADER, REASON_HEADER, ROUTING_KEY_HEADER,
     "x-death", "x-first-death-exchange", "x-first-death-queue", "x-first-death-reason",
     "x-last-death-exchange", "x-last-death-queue", "x-last-death-reason", "x-delivery-count",
 })
@@ -122,13 +136,13 @@ def describe(method: Any, properties: pika.BasicProperties) -> DeadLetter:
     headers = properties.headers or {}
     deaths = headers.get("x-death") or []
     first_death = deaths[-1] if deaths and isinstance(deaths[-1], dict) else {}
-    routing_key = headers.get("x-pulsegate-original-routing-key")
+    routing_key = headers.get(ROUTING_KEY_HEADER)
     if routing_key is None and first_death.get("routing-keys"):
         routing_key = first_death["routing-keys"][0]
-    reason = headers.get("x-pulsegate-error-reason")
+    reason = headers.get(REASON_HEADER)
     if reason is None:
         reason = "delivery_limit" if first_death else "unknown"
-    error = headers.get("x-pulsegate-error") or f"{_text(first_death.get('reason', 'no reason recorded'))} in " \
+    error = headers.get(ERROR_HEADER) or f"{_text(first_death.get('reason', 'no reason recorded'))} in " \
         f"{_text(first_death.get('queue', '?'))}"
     return DeadLetter(properties.message_id, _text(headers.get("gateway-id", "?")), _text(reason), _text(error),
                       _text(routing_key or method.routing_key))
@@ -206,15 +220,20 @@ def replay_dead_letters(
     return ReplayResult(replayed, skipped, remaining)
 
 
-def _republish(channel: BlockingChannel, letter: DeadLetter, properties: pika.BasicProperties, body: bytes) -> None:
-    headers = {k: v for k, v in (properties.headers or {}).items() if k not in _DEAD_LETTER_HEADERS}
-    copy = pika.BasicProperties(
+def persistent_copy(properties: pika.BasicProperties, headers: dict[str, Any]) -> pika.BasicProperties:
+    """The properties a message keeps when it is moved to or from the dead-letter queue, with ``headers``."""
+    return pika.BasicProperties(
         content_type=properties.content_type,
         delivery_mode=pika.DeliveryMode.Persistent,
         message_id=properties.message_id,
         timestamp=properties.timestamp,
         headers=headers,
     )
+
+
+def _republish(channel: BlockingChannel, letter: DeadLetter, properties: pika.BasicProperties, body: bytes) -> None:
+    headers = {k: v for k, v in (properties.headers or {}).items() if k not in _DEAD_LETTER_HEADERS}
+    copy = persistent_copy(properties, headers)
     try:
         channel.basic_publish(EXCHANGE, letter.routing_key, body, copy, mandatory=True)
     except (UnroutableError, NackError) as exc:

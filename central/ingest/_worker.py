@@ -31,6 +31,12 @@ from pika.adapters.blocking_connection import BlockingChannel
 from pika.exceptions import AMQPChannelError, AMQPConnectionError, NackError, UnroutableError
 from tenacity import Retrying, before_sleep_log, retry_if_exception_type, wait_random_exponential
 
+from central.ingest._dead_letters import (
+    ERROR_HEADER,
+    REASON_HEADER,
+    ROUTING_KEY_HEADER,
+    persistent_copy,
+)
 from central.ingest._decode import DecodedBatch, PoisonMessage, accept_batches, decode_delivery
 from central.ingest._metrics import (
     DEAD_LETTERED,
@@ -240,16 +246,10 @@ class IngestWorker:
     ) -> None:
         headers = dict(properties.headers or {})
         gateway = headers.get("gateway-id", "?")
-        headers["x-pulsegate-error"] = str(exc)[:_MAX_ERROR_HEADER_CHARS]
-        headers["x-pulsegate-error-reason"] = exc.reason
-        headers["x-pulsegate-original-routing-key"] = method.routing_key
-        copy_properties = pika.BasicProperties(
-            content_type=properties.content_type,
-            delivery_mode=pika.DeliveryMode.Persistent,
-            message_id=properties.message_id,
-            timestamp=properties.timestamp,
-            headers=headers,
-        )
+        headers[ERROR_HEADER] = str(exc)[:_MAX_ERROR_HEADER_CHARS]
+        headers[REASON_HEADER] = exc.reason
+        headers[ROUTING_KEY_HEADER] = method.routing_key
+        copy_properties = persistent_copy(properties, headers)
         try:
             channel.basic_publish(
                 DEAD_LETTER_EXCHANGE, method.routing_key, body, copy_properties, mandatory=True
