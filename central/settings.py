@@ -37,6 +37,10 @@ class StoreSettings:
             raise ValueError(f"store.backend must be 'sqlite' or 'cassandra', got {self.backend!r}")
 
 
+#: The native protocol counts a batch's statements in an unsigned short.
+_MAX_BATCH_STATEMENTS = 0xFFFF
+
+
 @dataclass
 class CassandraSettings:
     """[cassandra]"""
@@ -66,6 +70,11 @@ class CassandraSettings:
             raise ValueError(f"cassandra.keyspace must be a lower-case CQL identifier, got {self.keyspace!r}")
         if self.concurrency < 1 or self.rows_per_batch < 1:
             raise ValueError("cassandra.concurrency and cassandra.rows_per_batch must be at least 1")
+        if self.rows_per_batch > _MAX_BATCH_STATEMENTS:
+            raise ValueError(
+                f"cassandra.rows_per_batch must be at most {_MAX_BATCH_STATEMENTS} "
+                f"(the native protocol's limit), got {self.rows_per_batch}"
+            )
 
 
 @dataclass

@@ -100,6 +100,25 @@ def _bound(insert: PreparedStatement, row: TelemetryRow) -> BoundStatement:
     return bound
 
 
+def _partition_batch(insert: PreparedStatement, rows: Sequence[TelemetryRow]) -> BatchStatement:
+    """An UNLOGGED batch of rows of one partition, as ``batch.add(_bound(insert, row))`` per row builds it.
+
+    The first row goes through ``add``, which takes the batch's routing key
+    and keyspace from it; every later row is appended as the
+    ``(prepared, query id, values)`` entry that ``add`` would append, without
+    building a BoundStatement for it (~5 µs a row, a third of the batch's
+    cost in Python). ``_statements_and_parameters`` is the driver's private
+    list: test_cql_values compares the result with ``add`` on the driver
+    installed, so a driver that changes it fails there first.
+    """
+    batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+    batch.is_idempotent = True
+    batch.add(_bound(insert, rows[0]))
+    query_id = insert.query_id
+    batch._statements_and_parameters.extend((True, query_id, encode_row(row)) for row in rows[1:])
+    return batch
+
+
 class CassandraStore:
     """Telemetry and ledger in Cassandra; see :class:`central.store.TelemetryStore`."""
 
@@ -225,15 +244,11 @@ class CassandraStore:
         for row in rows:
             by_partition[(row.device_id, row.day)].append(row)
         size = self.settings.rows_per_batch
-        batches = []
-        for partition_rows in by_partition.values():
-            for start in range(0, len(partition_rows), size):
-                batch = BatchStatement(batch_type=BatchType.UNLOGGED)
-                batch.is_idempotent = True
-                for row in partition_rows[start : start + size]:
-                    batch.add(_bound(insert, row))
-                batches.append(batch)
-        return batches
+        return [
+            _partition_batch(insert, partition_rows[start : start + size])
+            for partition_rows in by_partition.values()
+            for start in range(0, len(partition_rows), size)
+        ]
 
     def _run_concurrent(self, statements_and_params: list[tuple[Any, Any]]) -> None:
         try:

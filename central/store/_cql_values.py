@@ -8,6 +8,14 @@ fixed, so this module packs each column with a precompiled ``struct``
 :func:`check_columns` compares the prepared statement's column types with
 the ones assumed here, so a changed table fails loudly at prepare time
 instead of writing bytes of the wrong type.
+
+A missing value is sent as *unset*, not as null: an INSERT that binds null
+writes a tombstone cell. A tracker that leaves two fields empty (a v1 writer
+has no respiration rate or sport) would put 172,800 tombstones in a day's
+partition at 1 Hz, and reading that day would pass Cassandra's
+``tombstone_failure_threshold`` (100,000) and fail. An unset cell is simply
+absent and reads back as null all the same; a record never changes under its
+key, so there is no older value for a null to erase.
 """
 
 from __future__ import annotations
@@ -15,6 +23,8 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 from datetime import date
+
+from cassandra.query import UNSET_VALUE
 
 from central.store._model import COLUMNS, StoreError, TelemetryRow
 
@@ -56,6 +66,7 @@ _INT64 = struct.Struct(">q").pack
 _FLOAT = struct.Struct(">f").pack
 _DOUBLE = struct.Struct(">d").pack
 _UINT32 = struct.Struct(">I").pack
+_UNSET = UNSET_VALUE
 #: A CQL ``date`` is unsigned days with the epoch at 2**31 (protocol spec §6).
 _DATE_EPOCH_ORDINAL = date(1970, 1, 1).toordinal() - (1 << 31)
 
@@ -82,8 +93,8 @@ def _int_list(values: Sequence[int]) -> bytes:
 _DRIVER_NAMES = {"text": "varchar", "frozen<list<int>>": "list<int>"}
 
 
-def encode_row(row: TelemetryRow) -> list[bytes | None]:
-    """The row's values as the native protocol carries them; None is CQL null.
+def encode_row(row: TelemetryRow) -> list[object]:
+    """The row's values as the native protocol carries them: bytes, or ``UNSET_VALUE`` for None.
 
     One straight line in the order of :data:`CQL_TYPES` rather than a loop
     over per-column packers: this runs for every record, and the loop costs
@@ -110,23 +121,23 @@ def encode_row(row: TelemetryRow) -> list[bytes | None]:
             site.encode(),
             _INT32(schema_version),
             _INT64(ingested_at_us),
-            None if heart_rate_bpm is None else _INT32(heart_rate_bpm),
-            None if cadence_rpm is None else _INT32(cadence_rpm),
-            None if speed_m_s is None else _FLOAT(speed_m_s),
-            None if distance_m is None else _DOUBLE(distance_m),
-            None if latitude_deg is None else _DOUBLE(latitude_deg),
-            None if longitude_deg is None else _DOUBLE(longitude_deg),
-            None if altitude_m is None else _FLOAT(altitude_m),
-            None if power_w is None else _INT32(power_w),
-            None if temperature_c is None else _FLOAT(temperature_c),
-            None if steps is None else _INT64(steps),
-            None if battery_pct is None else _INT32(battery_pct),
+            _UNSET if heart_rate_bpm is None else _INT32(heart_rate_bpm),
+            _UNSET if cadence_rpm is None else _INT32(cadence_rpm),
+            _UNSET if speed_m_s is None else _FLOAT(speed_m_s),
+            _UNSET if distance_m is None else _DOUBLE(distance_m),
+            _UNSET if latitude_deg is None else _DOUBLE(latitude_deg),
+            _UNSET if longitude_deg is None else _DOUBLE(longitude_deg),
+            _UNSET if altitude_m is None else _FLOAT(altitude_m),
+            _UNSET if power_w is None else _INT32(power_w),
+            _UNSET if temperature_c is None else _FLOAT(temperature_c),
+            _UNSET if steps is None else _INT64(steps),
+            _UNSET if battery_pct is None else _INT32(battery_pct),
             _INT64(host_uptime_s),
             _FLOAT(host_cpu_load),
             _INT64(host_free_memory_bytes),
             _int_list(rr_intervals_ms),
-            None if respiration_rate_bpm is None else _FLOAT(respiration_rate_bpm),
-            None if sport is None else sport.encode(),
+            _UNSET if respiration_rate_bpm is None else _FLOAT(respiration_rate_bpm),
+            _UNSET if sport is None else sport.encode(),
         ]
     except (struct.error, OverflowError, AttributeError, TypeError) as exc:
         raise StoreError(

@@ -7,6 +7,7 @@ from datetime import date
 
 import pytest
 from cassandra import cqltypes
+from cassandra.query import UNSET_VALUE
 
 from central.store import COLUMNS, StoreError, TelemetryRow, rows_from_records
 from central.store._cql_values import CQL_TYPES, check_columns, encode_row
@@ -26,9 +27,10 @@ _DRIVER_TYPES = {
 _PROTOCOL_VERSION = 5
 
 
-def _driver_values(row: TelemetryRow) -> list[bytes | None]:
+def _driver_values(row: TelemetryRow) -> list[object]:
+    """The driver's bytes for each value; a missing value is the driver's UNSET_VALUE, not null."""
     return [
-        None
+        UNSET_VALUE
         if value is None
         else _DRIVER_TYPES[CQL_TYPES[name]].serialize(value, _PROTOCOL_VERSION)
         for name, value in zip(COLUMNS, row, strict=True)
@@ -71,6 +73,15 @@ def _row(**fields: object) -> TelemetryRow:
 def test_encoded_row_matches_the_driver_serializers(fields: dict) -> None:
     row = _row(**fields)
     assert encode_row(row) == _driver_values(row)
+
+
+def test_missing_values_are_unset_never_null() -> None:
+    """Null would write a tombstone cell per missing value; unset writes nothing."""
+    values = encode_row(_row(heart_rate_bpm=None, sport=None))
+    by_name = dict(zip(COLUMNS, values, strict=True))
+    assert by_name["heart_rate_bpm"] is UNSET_VALUE
+    assert by_name["sport"] is UNSET_VALUE
+    assert None not in values
 
 
 def test_the_date_column_counts_days_from_two_to_the_31() -> None:

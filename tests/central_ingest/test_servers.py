@@ -22,12 +22,13 @@ from pathlib import Path
 
 import pika
 import pytest
+from cassandra.query import UNSET_VALUE, BatchStatement, BatchType
 from server_harness import services
 
 from central.ingest import DecodedBatch, accept_batches
 from central.settings import load_settings
 from central.store import StoreUnavailable, open_store, rows_from_records
-from central.store._cassandra import CassandraStore
+from central.store._cassandra import CassandraStore, _partition_batch
 from central.store._cql_values import encode_row
 from central_ingest.testdata import (
     PULSEGATE,
@@ -218,9 +219,25 @@ def test_packed_rows_read_back_as_written_and_as_the_driver_binds_them(
         )
         insert = store._prepared("row")
         for row in batch_rows:
-            assert encode_row(row) == insert.bind(row).values
+            unset_for_none = [UNSET_VALUE if value is None else value for value in row]
+            assert encode_row(row) == insert.bind(unset_for_none).values
+        batch = _partition_batch(insert, batch_rows)
+        added = BatchStatement(batch_type=BatchType.UNLOGGED)
+        for row in batch_rows:
+            added.add(insert.bind([UNSET_VALUE if value is None else value for value in row]))
+        assert batch._statements_and_parameters == added._statements_and_parameters
+        assert (batch.routing_key, batch.keyspace) == (added.routing_key, added.keyspace)
         store.write(batch_rows)
         read = store.telemetry("dev-p", edge_records[0]["timestamp_us"], T0_US + 10**9)
+        # Row 2 lacks three values: they were sent unset, so they left no tombstone.
+        ks = store.settings.keyspace
+        traced = store._session.execute(
+            f"SELECT * FROM {ks}.telemetry WHERE device_id = 'dev-p' AND day = %s",
+            (batch_rows[0].day,),
+            trace=True,
+        )
+        events = [e.description for e in traced.get_query_trace(max_wait_sec=10).events]
+        assert f"Read {len(batch_rows)} live rows and 0 tombstone cells" in events, events
         # float columns hold float32: compare with what float32 makes of each value
         expected = [
             r._replace(
