@@ -47,6 +47,7 @@ __all__ = [
     "public_key_path",
     "key_id",
     "load_trusted_keys",
+    "TrustedKeys",
     "write_bundle",
     "verify_bundle",
     "read_bundle",
@@ -70,6 +71,10 @@ _CHUNK_BYTES = 1 << 20
 PROGRESS_EVERY_RECORDS = 1000
 _OCF_MAGIC = b"Obj\x01"
 _META_PREFIX = "pulsegate."
+#: Bytes read to name the gateway an untrusted bundle claims to come from: an
+#: OCF header (schema and four metadata strings) is a few KiB; the cap keeps a
+#: hostile header from making us read a whole file before refusing it.
+_HEADER_PEEK_BYTES = 256 * 1024
 
 
 class BundleError(ShimError):
@@ -186,7 +191,19 @@ def load_public_key(path: str | Path) -> Ed25519PublicKey:
     return key
 
 
-def load_trusted_keys(directory: str | Path) -> dict[str, Ed25519PublicKey]:
+class TrustedKeys(dict[str, Ed25519PublicKey]):
+    """Public keys central trusts, by gateway id, remembering the folder they came from.
+
+    A plain mapping works wherever this is accepted; the folder only lets a
+    refusal name the file that would make a gateway trusted.
+    """
+
+    def __init__(self, keys: Mapping[str, Ed25519PublicKey], directory: Path) -> None:
+        super().__init__(keys)
+        self.directory = directory
+
+
+def load_trusted_keys(directory: str | Path) -> TrustedKeys:
     """Load every ``<gateway_id>.pub`` of a folder, keyed by gateway id.
 
     Raises:
@@ -198,7 +215,8 @@ def load_trusted_keys(directory: str | Path) -> dict[str, Ed25519PublicKey]:
             f"trusted keys folder {str(directory)!r} does not exist; create it and copy each gateway's "
             "<gateway_id>.pub into it"
         )
-    return {path.stem: load_public_key(path) for path in sorted(directory.glob("*.pub"))}
+    keys = {path.stem: load_public_key(path) for path in sorted(directory.glob("*.pub"))}
+    return TrustedKeys(keys, directory)
 
 
 # --- the signed digest ------------------------------------------------------------
@@ -468,14 +486,48 @@ def _verify_open(
     kid, signature, ocf_length = _check_trailer(path, file, size)
     by_id = {bytes.fromhex(key_id(key)): (gateway, key) for gateway, key in trusted_keys.items()}
     if kid not in by_id:
-        raise _refuse(
-            path,
-            f"it is signed with key {kid.hex()}, which is not trusted; add the gateway's "
-            "<gateway_id>.pub to [bundle] trusted_keys_dir if you trust it",
-        )
+        raise _refuse(path, _untrusted_why(file, ocf_length, kid, trusted_keys))
     gateway, key = by_id[kid]
     _verify_signature(path, file, key, kid, signature, ocf_length)
     return _metadata(path, file, ocf_length, gateway, kid)
+
+
+def _claimed_gateway(file: BinaryIO, ocf_length: int) -> str | None:
+    """The gateway id the (not yet verified) header names, or None if it cannot be read.
+
+    Only for the message refusing an untrusted bundle: nothing else may rely
+    on a header whose signature has not been checked.
+    """
+    file.seek(0)
+    head = file.read(min(ocf_length, _HEADER_PEEK_BYTES))
+    try:
+        claimed = ocf_reader(io.BytesIO(head)).metadata.get(f"{_META_PREFIX}gateway_id")
+    except Exception:  # any unreadable header just means "unknown gateway"
+        return None
+    if not isinstance(claimed, str) or not claimed.isprintable() or len(claimed) > 128:
+        return None  # a hostile header must not put control characters on the terminal
+    return claimed
+
+
+def _untrusted_why(
+    file: BinaryIO, ocf_length: int, kid: bytes, trusted_keys: Mapping[str, Ed25519PublicKey]
+) -> str:
+    """Why a bundle signed by an unknown key is refused, naming its gateway and the key file."""
+    gateway = _claimed_gateway(file, ocf_length)
+    directory = trusted_keys.directory if isinstance(trusted_keys, TrustedKeys) else None
+    name = f"{gateway}.pub" if gateway else "<gateway_id>.pub"
+    key_file = str(directory / name) if directory is not None else f"[bundle] trusted_keys_dir/{name}"
+    who = f"gateway {gateway!r}" if gateway else "a gateway whose id its header does not give"
+    if gateway is not None and gateway in trusted_keys:
+        return (
+            f"it comes from {who} but its key {kid.hex()} is not trusted ({key_file!r} holds key "
+            f"{key_id(trusted_keys[gateway])}); if that gateway has a new key, replace "
+            f"{key_file!r} with its 'pulsegate gateway public-key'"
+        )
+    return (
+        f"it comes from {who}, whose key {kid.hex()} is not trusted; if you trust it, save that "
+        f"gateway's 'pulsegate gateway public-key' as {key_file!r}"
+    )
 
 
 def read_bundle(

@@ -5,7 +5,10 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+import threading
+import time
 from pathlib import Path
+from types import TracebackType
 
 import click
 
@@ -14,6 +17,61 @@ from firmware_shim._recordings import read_recording
 from firmware_shim._records import SCHEMA_VERSIONS
 
 log = logging.getLogger(__name__)
+
+#: How often the progress display reads the emulator's counters: smooth enough
+#: for a person, and nothing next to the emulator's own loop.
+_PROGRESS_POLL_S = 0.25
+
+
+class _ReplayProgress:
+    """Records acknowledged / total and the rate, drawn on stderr while the replay runs.
+
+    The emulator's loop owns the serial link, so a small thread reads its
+    counters (plain ints) and updates the display; only used on a terminal.
+    """
+
+    def __init__(self, emulator: TrackerEmulator) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._emulator = emulator
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, name="replay-progress", daemon=True)
+        self._bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total} acknowledged"),
+            TextColumn("{task.fields[rate]} records/s"),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
+        self._task = self._bar.add_task(
+            f"{emulator.device_id}: sending", total=emulator.result.records, rate="0"
+        )
+        self._started = time.monotonic()
+
+    def __enter__(self) -> _ReplayProgress:
+        self._bar.start()
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._update()
+        self._bar.stop()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(_PROGRESS_POLL_S):
+            self._update()
+
+    def _update(self) -> None:
+        acked = self._emulator.result.acked
+        rate = acked / max(time.monotonic() - self._started, 1e-3)
+        self._bar.update(self._task, completed=acked, rate=f"{rate:,.0f}")
 
 
 @click.group()
@@ -67,15 +125,23 @@ def replay(
     )
     click.echo(f"{emulator.device_id}: replaying {len(rec.samples)} records from {recording.name} "
                f"on {pty_link or port}", err=True)
+    started = time.monotonic()
     try:
-        result = emulator.run(timeout_s)
+        if sys.stderr.isatty():
+            with _ReplayProgress(emulator):
+                result = emulator.run(timeout_s)
+        else:
+            result = emulator.run(timeout_s)
     except KeyboardInterrupt:
         result = emulator.result
     finally:
         link.close()
+    seconds = result.seconds or time.monotonic() - started  # 0 when interrupted
+    # stderr only, progress and summary alike: stdout stays clean for anything parsing it.
     click.echo(
-        f"{emulator.device_id}: {result.acked}/{result.records} records acknowledged in {result.seconds:.1f} s "
-        f"({result.retransmissions} resent, {result.corrupted} corrupted, {result.boots} boot(s), {result.cues} cue(s))",
+        f"{emulator.device_id}: {result.acked}/{result.records} records acknowledged in {seconds:.1f} s, "
+        f"{result.acked / max(seconds, 1e-3):,.0f} records/s ({result.retransmissions} resent, "
+        f"{result.corrupted} corrupted, {result.boots} boot(s), {result.cues} cue(s))",
         err=True,
     )
     if not result.complete:

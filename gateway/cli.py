@@ -96,10 +96,11 @@ def public_key(state_dir: str | None, config: str | None) -> None:
     <trusted_keys_dir>/<gateway id>.pub on central.
     """
     from gateway.bundle_export import ensure_signing_key, signing_key_path
+    from gateway.state_reader import StateDirError
 
     settings = _settings(config, state_dir)
     if not (Path(settings.gateway.state_dir) / "gateway.sqlite").exists():
-        raise click.ClickException(
+        raise StateDirError(  # a usage error: exits 2, like the other wrong --state-dir
             f"no gateway database in {str(settings.gateway.state_dir)!r}; pass the --state-dir the gateway runs with"
         )
     ensure_signing_key(settings.gateway.state_dir)

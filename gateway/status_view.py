@@ -6,15 +6,48 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-__all__ = ["render_status"]
+__all__ = ["output_console", "render_status"]
+
+#: Width for output that is not a terminal (a pipe, a file): wider than any
+#: row the status prints, so piped output is never cropped or folded. A table
+#: still takes only its natural width; rich just needs a number.
+_PIPED_WIDTH_CHARS = 100_000
+#: Widest the device column grows on a terminal before long ids fold onto a
+#: second line, leaving room for the counters beside it.
+_DEVICE_COLUMN_MAX_CHARS = 34
+
+
+def output_console(console: Console | None = None) -> Console:
+    """The console to print on: ``console`` (or stdout) on a TTY, an unlimited-width one when piped.
+
+    Args:
+        console: Where the caller prints; a new stdout console when None.
+
+    Returns:
+        ``console`` itself on a terminal; otherwise a console on the same file
+        whose width never crops a row.
+    """
+    console = console or Console()
+    if console.is_terminal:
+        return console
+    return Console(file=console.file, width=_PIPED_WIDTH_CHARS)
 
 
 def render_status(status: dict[str, Any], console: Console | None = None) -> None:
-    """Print the trackers table and the outbox/quarantine summary."""
-    console = console or Console()
+    """Print the trackers table and the outbox/quarantine summary.
+
+    On a terminal the table fits its width, folding long device ids onto more
+    lines; piped, every row is printed whole on one line.
+    """
+    console = output_console(console)
     table = Table(title="Trackers", title_justify="left")
-    table.add_column("device", no_wrap=True, overflow="ellipsis", max_width=34)
+    table.add_column(
+        "device",
+        overflow="fold",
+        max_width=_DEVICE_COLUMN_MAX_CHARS if console.is_terminal else None,
+    )
     table.add_column("boot", no_wrap=True, min_width=8)
     for column in ("received", "buffered", "dup", "gaps", "quar"):
         table.add_column(column, justify="right", no_wrap=True, min_width=len(column))
@@ -22,7 +55,8 @@ def render_status(status: dict[str, Any], console: Console | None = None) -> Non
     for device in status["devices"]:
         gaps = device["gaps"]
         table.add_row(
-            device["device_id"], device["boot_id"][:8], str(device["received"]), str(device["buffered"]),
+            Text(device["device_id"]),  # Text: an id is never read as rich markup
+            device["boot_id"][:8], str(device["received"]), str(device["buffered"]),
             str(device["duplicates"]), f"[red]{gaps}[/red]" if gaps else "0", str(device["quarantined"]),
             (device["last_seen"] or "-").replace("T", " ").rstrip("Z")[5:],
         )

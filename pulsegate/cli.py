@@ -48,8 +48,34 @@ cli.add_command(central)
 cli.add_command(tui)
 
 
+#: Exit codes, the argparse convention: the fix is in the command line or the
+#: configuration (nothing was attempted), or the run itself failed (a server
+#: unreachable, input refused); 3 is the replay's own "gave up", 130 Ctrl-C.
+EXIT_RUNTIME_FAILURE = 1
+EXIT_USAGE_OR_CONFIG = 2
+
+
+def _exit_code(exc: BaseException) -> int:
+    """2 when ``exc`` says the command line or configuration is wrong, else 1."""
+    from central.store import StoreError, StoreUnavailable
+    from gateway.state_reader import StateDirError
+    from gateway.uplink import UplinkConfigError
+
+    # central incidents wraps its errors in ClickException; judge the one it wraps.
+    cause = exc.__context__ if isinstance(exc, click.ClickException) and exc.__context__ else exc
+    if isinstance(cause, StoreUnavailable):
+        return EXIT_RUNTIME_FAILURE
+    if isinstance(cause, (ConfigError, StoreError, StateDirError, UplinkConfigError)):
+        return EXIT_USAGE_OR_CONFIG
+    return EXIT_RUNTIME_FAILURE
+
+
 def main() -> None:
-    """Console entry point: expected failures become one line on stderr."""
+    """Console entry point: expected failures become one line on stderr.
+
+    Exit codes: 0 done, 1 the run failed, 2 a usage or configuration error,
+    130 interrupted (and 3 from ``shim replay`` when it gave up).
+    """
     from central.errors import CentralError
     from firmware_shim.errors import ShimError
     from gateway.errors import GatewayError
@@ -61,12 +87,12 @@ def main() -> None:
         sys.exit(130)
     except click.UsageError as exc:
         exc.show()  # with the usage line: the fix is in the command line itself
-        sys.exit(exc.exit_code)
+        sys.exit(EXIT_USAGE_OR_CONFIG)
     except click.ClickException as exc:
         click.echo(f"pulsegate: error: {exc.format_message()}", err=True)
-        sys.exit(exc.exit_code)
+        sys.exit(_exit_code(exc))
     except (ConfigError, ShimError, GatewayError, CentralError) as exc:
         click.echo(f"pulsegate: error: {exc}", err=True)
-        sys.exit(2)
+        sys.exit(_exit_code(exc))
     except KeyboardInterrupt:
         sys.exit(130)

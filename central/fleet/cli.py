@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from central.fleet._report import FleetReport
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 __all__ = ["fleet"]
 
@@ -32,7 +36,8 @@ def fleet(config_path: Path | None, as_json: bool) -> None:
     from central.store import open_store
 
     settings = load_settings(config_path)
-    store = open_store(settings)
+    # Reading only: a wrong state_dir fails in one line and creates nothing.
+    store = open_store(settings, create=False)
     try:
         reader = open_fleet_reader(settings)
         service = build_service(settings)
@@ -58,31 +63,38 @@ def _age(seconds: float | None) -> str:
     return f"{seconds:.0f} s"
 
 
-def _print_tables(report: FleetReport, incidents_listed: int) -> None:
-    from rich.console import Console
+def _table(id_columns: tuple[str, ...], value_columns: tuple[str, ...]) -> Table:
+    """A table whose id columns fold on a narrow terminal (never cropped) and values stay whole."""
     from rich.table import Table
 
-    console = Console()
+    table = Table()
+    for name in id_columns:
+        table.add_column(name, overflow="fold")
+    for name in value_columns:
+        table.add_column(name, no_wrap=True)
+    return table
+
+
+def _print_tables(report: FleetReport, incidents_listed: int) -> None:
+    from rich.text import Text
+
+    from central.ingest.cli import output_console
+
+    console = output_console()
     doc = report.as_json(incidents_listed)
     summary = doc["summary"]
     console.print(
         f"gateways online {summary['gateways_online']}/{summary['gateways']}, "
         f"trackers online {summary['devices_online']}/{summary['devices']}"
     )
-    gateways = Table(
-        "gateway",
-        "site",
-        "online",
-        "last sync",
-        "backlog",
-        "trackers online",
-        "missing",
-        "incidents",
+    gateways = _table(
+        ("gateway", "site"),
+        ("online", "last sync", "backlog", "trackers online", "missing", "incidents"),
     )
     for g in report.gateways:
         gateways.add_row(
-            g.gateway_id,
-            g.site,
+            Text(g.gateway_id),  # Text: an id is never read as rich markup
+            Text(g.site),
             "yes" if g.online else "no",
             f"{_age(g.last_sync_age_s)} ago",
             _age(g.backlog_age_s),
@@ -92,11 +104,11 @@ def _print_tables(report: FleetReport, incidents_listed: int) -> None:
             style=None if g.online else "red",
         )
     console.print(gateways if report.gateways else "no gateway has delivered anything yet")
-    devices = Table("tracker", "gateway", "online", "last seen", "battery", "incidents")
+    devices = _table(("tracker", "gateway"), ("online", "last seen", "battery", "incidents"))
     for d in report.devices[:_DEVICES_SHOWN]:
         devices.add_row(
-            d.device_id,
-            d.gateway_id,
+            Text(d.device_id),
+            Text(d.gateway_id),
             "yes" if d.online else "no",
             f"{_age(d.last_seen_age_s)} ago",
             "" if d.battery_pct is None else f"{d.battery_pct} %",

@@ -17,15 +17,49 @@ import click
 from central.settings import CentralSettings, load_settings
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from rich.console import Console
+
+    from central.ingest import ImportResult
     from central.store import TelemetryStore
 
-__all__ = ["db", "ledger", "ingest", "import_command"]
+__all__ = ["db", "ledger", "ingest", "import_command", "output_console"]
 
 log = logging.getLogger(__name__)
 
 _CONFIG = click.option("--config", type=click.Path(dir_okay=False), help="TOML config file.")
 #: Missing ranges shown per boot in the table; --json lists them all.
 _RANGES_SHOWN = 4
+#: Width for output that is not a terminal (a pipe, a file): wider than any
+#: row central prints, so piped tables are never cropped or folded. A table
+#: still takes only its natural width; rich just needs a number.
+_PIPED_WIDTH_CHARS = 100_000
+
+
+def output_console() -> Console:
+    """The console tables go to: the terminal's width on a TTY, unlimited when piped.
+
+    On a terminal, tables fit its width by wrapping cells (ids fold onto the
+    next line, see ``overflow="fold"`` on their columns), never cropping them.
+    """
+    from rich.console import Console
+
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=_PIPED_WIDTH_CHARS)
+    return console
+
+
+def _progress_console() -> Console:
+    """Progress goes to stderr, and only on a terminal: piped stdout stays just the result."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        console.quiet = True  # rich would still print a blank line when a bar stops
+    return console
 
 
 @click.group()
@@ -61,7 +95,7 @@ def ledger(config: str | None, device_id: str | None, as_json: bool) -> None:
     """Per device boot: the records central holds and the gaps between them."""
     from central.store import open_store
 
-    store = open_store(load_settings(config))
+    store = open_store(load_settings(config), create=False)
     try:
         entries = store.ledger(device_id)
     finally:
@@ -69,19 +103,24 @@ def ledger(config: str | None, device_id: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({"devices": [entry.as_json() for entry in entries]}, indent=2))
         return
-    from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table("device", "boot", "gateway", "records", "first", "last", "gaps", "missing")
+    table = Table()
+    for name in ("device", "boot", "gateway"):
+        table.add_column(name, overflow="fold")
+    for name in ("records", "first", "last", "gaps"):
+        table.add_column(name, justify="right", no_wrap=True)
+    table.add_column("missing", overflow="fold")
     for entry in entries:
         shown = ", ".join(
             f"{a}-{b}" if a != b else str(a) for a, b in entry.missing[:_RANGES_SHOWN]
         )
         more = len(entry.missing) - _RANGES_SHOWN
         table.add_row(
-            entry.device_id,
+            Text(entry.device_id),  # Text: an id is never read as rich markup
             entry.boot_id[:8],
-            entry.gateway_id or "",
+            Text(entry.gateway_id or ""),
             str(entry.records),
             str(entry.first_seq),
             str(entry.last_seq),
@@ -89,7 +128,7 @@ def ledger(config: str | None, device_id: str | None, as_json: bool) -> None:
             shown + (f" (+{more} more)" if more > 0 else ""),
             style="red" if entry.gaps else None,
         )
-    Console().print(table if entries else "the ledger is empty")
+    output_console().print(table if entries else "the ledger is empty")
 
 
 def _open_store_when_up(settings: CentralSettings, stop: threading.Event) -> TelemetryStore:
@@ -148,7 +187,40 @@ def ingest(config: str | None) -> None:
 @click.argument("bundle", type=click.Path(exists=True, dir_okay=False))
 @_CONFIG
 def import_command(bundle: str, config: str | None) -> None:
-    """Import a signed bundle file carried from an offline gateway (safe to repeat)."""
+    """Import a signed bundle file carried from an offline gateway (safe to repeat).
+
+    Prints how many records were new to central and how many it already held.
+    """
+    from central.store import open_store
+    from firmware_shim.bundle_format import load_trusted_keys
+
+    settings = load_settings(config)
+    # The store before the bundle: a wrong state_dir or a store without
+    # tables is one line at once, not after a long verification.
+    store = open_store(settings, create=False)
+    try:
+        keys_dir = settings.bundle.trusted_keys_dir or settings.central.state_dir / "trusted-keys"
+        trusted = load_trusted_keys(Path(keys_dir))
+        result = _import_with_progress(store, bundle, trusted, settings)
+    finally:
+        store.close()
+    meta = result.metadata
+    repeated = (
+        f"; {result.repeated_records:,} records appear more than once in the bundle"
+        if result.repeated_records
+        else ""
+    )
+    click.echo(
+        f"imported {result.new_records:,} new records ({result.held_records:,} already held) "
+        f"from gateway {meta.gateway_id} (site {meta.site}, created {meta.created_at}) "
+        f"in {result.duration_s:.1f} s{repeated}"
+    )
+
+
+def _import_with_progress(
+    store: TelemetryStore, bundle: str, trusted: Mapping[str, Ed25519PublicKey], settings: CentralSettings
+) -> ImportResult:
+    """Run the import with a transient progress bar per phase (drawn only on a terminal)."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -158,43 +230,29 @@ def import_command(bundle: str, config: str | None) -> None:
     )
 
     from central.ingest import import_bundle
-    from central.store import open_store
-    from firmware_shim.bundle_format import load_trusted_keys
 
-    settings = load_settings(config)
-    keys_dir = settings.bundle.trusted_keys_dir or settings.central.state_dir / "trusted-keys"
-    trusted = load_trusted_keys(Path(keys_dir))
-    store = open_store(settings)
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeRemainingColumn(),
     )
-    try:
-        with Progress(*columns, transient=True) as bar:
-            tasks: dict[str, int] = {}
+    with Progress(*columns, transient=True, console=_progress_console()) as bar:
+        tasks: dict[str, int] = {}
 
-            def progress(phase: str, done: int, total: int) -> None:
-                if phase not in tasks:
-                    label = "checking" if phase == "check" else "writing"
-                    tasks[phase] = bar.add_task(label, total=total)
-                bar.update(tasks[phase], completed=done)
+        def progress(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                label = "checking" if phase == "check" else "writing"
+                tasks[phase] = bar.add_task(label, total=total)
+            bar.update(tasks[phase], completed=done)
 
-            result = import_bundle(
-                store,
-                bundle,
-                trusted,
-                chunk_records=settings.bundle.import_chunk_records,
-                progress=progress,
-            )
-    finally:
-        store.close()
-    meta = result.metadata
-    click.echo(
-        f"imported {result.records} records from gateway {meta.gateway_id} (site {meta.site}, "
-        f"created {meta.created_at}) in {result.duration_s:.1f} s"
-    )
+        return import_bundle(
+            store,
+            bundle,
+            trusted,
+            chunk_records=settings.bundle.import_chunk_records,
+            progress=progress,
+        )
 
 
 @click.group("dead-letters")
@@ -239,7 +297,8 @@ def dead_letters_replay(config: str | None, reason: str | None, limit: int | Non
     settings = load_settings(config)
     connection, channel = open_channel(settings.amqp.url)
     try:
-        with Progress(TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), transient=True) as bar:
+        with Progress(TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), transient=True,
+                      console=_progress_console()) as bar:
             task = bar.add_task("replay", total=None)
             result = replay_dead_letters(
                 channel, limit=limit, reason=reason,

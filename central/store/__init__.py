@@ -57,12 +57,21 @@ def sqlite_path(settings: CentralSettings) -> Path:
     return settings.store.sqlite_path or settings.central.state_dir / "telemetry.sqlite3"
 
 
-def open_store(settings: CentralSettings) -> TelemetryStore:
+def open_store(settings: CentralSettings, *, create: bool = True) -> TelemetryStore:
     """Open the store ``[store] backend`` names.
+
+    Args:
+        settings: Central's settings.
+        create: For the embedded store, make its file (and folder) when missing.
+            Commands that only read, and ``import``, pass ``False``: a wrong
+            ``state_dir`` then fails with one line naming the path instead of
+            leaving an empty store behind. Cassandra never creates anything
+            here (``init_schema`` does).
 
     Raises:
         StoreUnavailable: Cassandra cannot be reached.
-        StoreError: the settings are unusable.
+        StoreError: the settings are unusable; without ``create``, the SQLite
+            file is missing or has no tables.
     """
     if settings.store.backend == "cassandra":
         # Imported here: loading the driver costs ~0.3 s, which the SQLite path need not pay.
@@ -71,4 +80,5 @@ def open_store(settings: CentralSettings) -> TelemetryStore:
         return CassandraStore(settings.cassandra)
     from central.store._sqlite import SqliteStore
 
-    return SqliteStore(sqlite_path(settings))
+    hint = "[store] sqlite_path" if settings.store.sqlite_path else "[central] state_dir"
+    return SqliteStore(sqlite_path(settings), create=create, config_hint=hint)

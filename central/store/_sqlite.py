@@ -96,18 +96,77 @@ def _from_sql(values: Sequence[object]) -> TelemetryRow:
 class SqliteStore:
     """Telemetry and ledger in one SQLite file; see :class:`central.store.TelemetryStore`."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, create: bool = True, config_hint: str = "") -> None:
+        """Open (with ``create``, make) the store file.
+
+        Args:
+            path: The SQLite file.
+            create: Make the file and its folder when missing (writers: ingest,
+                detectors, the demo). Without it the file must exist and hold
+                the schema, and nothing is created (reading commands, import).
+            config_hint: The setting that names ``path``, for the error message.
+
+        Raises:
+            StoreError: without ``create``, the file is missing or has no tables.
+        """
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if create:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            target: str | Path = path
+        else:
+            if not path.is_file():
+                raise StoreError(
+                    f"no central store at {str(path)!r}; run 'pulsegate central db init' "
+                    f"or check {config_hint or 'the store path'}"
+                )
+            # mode=rw opens an existing file and never creates one, even if it
+            # vanished since the check above.
+            target = f"{path.resolve().as_uri()}?mode=rw"
         # One connection shared by the ingest loop and the ledger refresher,
         # serialised by a lock: SQLite allows one writer at a time anyway.
-        self._conn = sqlite3.connect(
-            path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
-        )
         self._lock = threading.Lock()
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        # FULL: an acked AMQP message must survive a power cut, not only a crash.
-        self._conn.execute("PRAGMA synchronous=FULL")
+        self._conn = self._connect(target, create)
+
+    def _connect(self, target: str | Path, create: bool) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                target, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False,
+                uri=not create,
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the store {str(self.path)!r}: {exc}") from exc
+        try:
+            if not create:
+                self._require_schema(conn)
+            conn.execute("PRAGMA journal_mode=WAL")
+            # FULL: an acked AMQP message must survive a power cut, not only a crash.
+            conn.execute("PRAGMA synchronous=FULL")
+        except sqlite3.OperationalError as exc:
+            conn.close()
+            raise self._translate(exc) from exc
+        except sqlite3.DatabaseError as exc:  # "file is not a database"
+            conn.close()
+            raise StoreError(f"cannot open the store {str(self.path)!r}: {exc}") from exc
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _require_schema(self, conn: sqlite3.Connection) -> None:
+        try:
+            found = {
+                name
+                for (name,) in conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' "
+                    "AND name IN ('telemetry', 'ledger_ranges')"
+                )
+            }
+        except sqlite3.DatabaseError as exc:  # "file is not a database", say
+            raise StoreError(f"cannot read the store {str(self.path)!r}: {exc}") from exc
+        if found != {"telemetry", "ledger_ranges"}:
+            raise StoreError(
+                f"the store {str(self.path)!r} has no tables; run 'pulsegate central db init'"
+            )
 
     def init_schema(self) -> None:
         with self._lock:
