@@ -49,6 +49,7 @@ from central.ingest import accept_batches, decode_delivery  # noqa: E402
 from central.settings import load_settings  # noqa: E402
 from central.store import open_store, row_from_record  # noqa: E402
 from central.store._cassandra import CassandraStore  # noqa: E402
+from central.store._cql_values import ROW_COLUMNS  # noqa: E402
 from firmware_shim import encode_record, split_soe  # noqa: E402
 from firmware_shim.uplink_format import FORMAT, build_message  # noqa: E402
 
@@ -171,10 +172,10 @@ def baseline(store: CassandraStore, messages: list[tuple[bytes, dict]]) -> None:
     rows = []
     for body, headers in messages:
         batch = decode_delivery(body, headers)
-        rows += [
-            row_from_record(r, gateway_id="gw", site="s", schema_version=2, ingested_at_us=0)
-            for r in batch.records
-        ]
+        for r in batch.records:
+            row = row_from_record(r, gateway_id="gw", site="s", schema_version=2, ingested_at_us=0)
+            # The driver binds the key and enrichment columns, then the sample UDT as a tuple.
+            rows.append([*row[: len(ROW_COLUMNS)], tuple(row[len(ROW_COLUMNS) :])])
     insert = store._prepared("row")
     jvm = _cassandra_pid()
     cpu_before = _cpu_s(jvm), _self_cpu_s()

@@ -76,7 +76,7 @@ class CassandraFleetReader:
         ks = self.keyspace
         try:
             self._newest = self._session.prepare(
-                f"SELECT device_id, timestamp_us, ingested_at_us, gateway_id, site, battery_pct "
+                f"SELECT device_id, timestamp_us, ingested_at_us, gateway_id, site, sample.battery_pct "
                 f"FROM {ks}.telemetry WHERE device_id = ? AND day = ? LIMIT 1"
             )
             self._window = self._session.prepare(

@@ -3,7 +3,9 @@
 Tables (keyspace from ``[cassandra] keyspace``):
 
 ``telemetry``  ``PRIMARY KEY ((device_id, day), timestamp_us, boot_id, seq)``,
-    newest first. Ops read a device's day (or the last hour of it), and a
+    newest first; central's enrichment in columns of their own, the tracker's
+    measurements in one ``sample frozen<telemetry_sample>`` cell (why: see
+    :mod:`central.store._cql_values`). Ops read a device's day (or the last hour of it), and a
     partition stays bounded (one tracker, one day, at most 86,400 rows at
     1 Hz). ``day`` and ``timestamp_us`` come from the record itself, so the
     key is a function of ``(device_id, boot_id, seq)`` and an upsert of a
@@ -54,9 +56,15 @@ from cassandra.query import (
 
 from central.ledger import LedgerEntry, ledger_entry, merge_ranges
 from central.settings import CassandraSettings
-from central.store._cql_values import CQL_TYPES, check_columns, encode_row
+from central.store._cql_values import (
+    CQL_TYPES,
+    ROW_COLUMNS,
+    SAMPLE_FIELDS,
+    SAMPLE_TYPE,
+    check_columns,
+    encode_row,
+)
 from central.store._model import (
-    COLUMNS,
     RangeRow,
     StoreError,
     StoreUnavailable,
@@ -70,18 +78,21 @@ __all__ = ["CassandraStore"]
 log = logging.getLogger(__name__)
 
 _RANGE_COLUMNS = RangeRow._fields
+_RR_FIELD = SAMPLE_FIELDS.index("rr_intervals_ms")
 #: Errors that no retry fixes: a missing table, a bad query, bad credentials.
 _PERMANENT = (InvalidRequest,)
 
 
 def _ddl(settings: CassandraSettings) -> list[str]:
     ks = settings.keyspace
-    columns = ", ".join(f"{name} {CQL_TYPES[name]}" for name in COLUMNS)
+    columns = ", ".join(f"{name} {CQL_TYPES[name]}" for name in ROW_COLUMNS)
+    fields = ", ".join(f"{name} {CQL_TYPES[name]}" for name in SAMPLE_FIELDS)
     return [
         f"CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = {settings.replication}",
+        f"CREATE TYPE IF NOT EXISTS {ks}.{SAMPLE_TYPE} ({fields})",
         # Compaction stays the default: bundles and month-old backlogs arrive
         # out of time order, which defeats TimeWindowCompactionStrategy.
-        f"CREATE TABLE IF NOT EXISTS {ks}.telemetry ({columns}, "
+        f"CREATE TABLE IF NOT EXISTS {ks}.telemetry ({columns}, sample frozen<{SAMPLE_TYPE}>, "
         "PRIMARY KEY ((device_id, day), timestamp_us, boot_id, seq)) "
         "WITH CLUSTERING ORDER BY (timestamp_us DESC, boot_id ASC, seq ASC) "
         f"AND default_time_to_live = {int(settings.telemetry_ttl_s)}",
@@ -117,6 +128,22 @@ def _partition_batch(insert: PreparedStatement, rows: Sequence[TelemetryRow]) ->
     query_id = insert.query_id
     batch._statements_and_parameters.extend((True, query_id, encode_row(row)) for row in rows[1:])
     return batch
+
+
+def _bound_columns(statement: PreparedStatement) -> list[tuple[str, str]]:
+    """The statement's bind markers as ``(name, type)``; a UDT's fields follow it as ``(column.field, type)``."""
+    found = []
+    for column in statement.column_metadata:
+        kind = column.type
+        if hasattr(kind, "fieldnames"):  # a UDT: its name, then its fields as the node has them
+            found.append((column.name, f"frozen<{kind.typename}>"))
+            found += [
+                (f"{column.name}.{field}", subtype.cql_parameterized_type())
+                for field, subtype in zip(kind.fieldnames, kind.subtypes, strict=True)
+            ]
+        else:
+            found.append((column.name, kind.cql_parameterized_type()))
+    return found
 
 
 class CassandraStore:
@@ -191,7 +218,8 @@ class CassandraStore:
         if statement is None:
             ks = self.settings.keyspace
             cql = {
-                "row": f"INSERT INTO {ks}.telemetry ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
+                "row": f"INSERT INTO {ks}.telemetry ({', '.join(ROW_COLUMNS)}, sample) "
+                f"VALUES ({', '.join('?' * (len(ROW_COLUMNS) + 1))})",
                 "range": f"INSERT INTO {ks}.ledger_ranges ({', '.join(_RANGE_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 "boot": f"INSERT INTO {ks}.ledger_boots (device_id, boot_id) VALUES (?, ?)",
                 "delete_range": f"DELETE FROM {ks}.ledger_ranges WHERE device_id = ? AND boot_id = ? "
@@ -199,7 +227,7 @@ class CassandraStore:
                 "boot_ranges": f"SELECT {', '.join(_RANGE_COLUMNS)} FROM {ks}.ledger_ranges "
                 "WHERE device_id = ? AND boot_id = ?",
                 "device_boots": f"SELECT boot_id FROM {ks}.ledger_boots WHERE device_id = ?",
-                "day_rows": f"SELECT {', '.join(COLUMNS)} FROM {ks}.telemetry WHERE device_id = ? "
+                "day_rows": f"SELECT {', '.join(ROW_COLUMNS)}, sample FROM {ks}.telemetry WHERE device_id = ? "
                 "AND day = ? AND timestamp_us >= ? AND timestamp_us < ?",
             }[name]
             try:
@@ -211,9 +239,7 @@ class CassandraStore:
             except Exception as exc:
                 raise StoreUnavailable(f"cannot prepare statements on Cassandra: {exc}") from exc
             if name == "row":  # its values are packed by _cql_values, not by the driver
-                check_columns(
-                    [(c.name, c.type.cql_parameterized_type()) for c in statement.column_metadata]
-                )
+                check_columns(_bound_columns(statement))
             # Every write here is an upsert or a delete by full key: replaying it is harmless,
             # so the driver may retry and speculate.
             statement.is_idempotent = True
@@ -353,11 +379,11 @@ class CassandraStore:
         rows = []
         statement = self._prepared("day_rows")
         for day in days_between(start_us, end_us):
-            for values in self._read(statement, (device_id, day, start_us, end_us)):
-                values = list(values)
-                values[1] = values[1].date()  # cassandra.util.Date
-                values[23] = list(values[23] or ())  # Cassandra stores an empty list as null
-                rows.append(TelemetryRow(*values))
+            for *columns, sample in self._read(statement, (device_id, day, start_us, end_us)):
+                columns[1] = columns[1].date()  # cassandra.util.Date
+                fields = list(sample)
+                fields[_RR_FIELD] = list(fields[_RR_FIELD] or ())
+                rows.append(TelemetryRow(*columns, *fields))
         rows.sort(key=lambda r: (r.timestamp_us, str(r.boot_id), r.seq))
         return rows
 

@@ -86,6 +86,8 @@ def test_heart_rate_and_gap_on_cassandra(
         assert doc["summary"]["devices"] == 1 and doc["summary"]["gateways"] == 1
         assert doc["gateways"][0]["records_missing"] == 1
         assert doc["devices"][0]["device_id"] == "TR-CASS"
+        # Read from inside the sample UDT (sample.battery_pct): the rows' 80 %.
+        assert doc["devices"][0]["battery_pct"] == 80
         assert doc["incidents"]["by_priority"]["P1"] == 1
     finally:
         detectors.close()

@@ -7,10 +7,17 @@ from datetime import date
 
 import pytest
 from cassandra import cqltypes
-from cassandra.query import UNSET_VALUE
 
 from central.store import COLUMNS, StoreError, TelemetryRow, rows_from_records
-from central.store._cql_values import CQL_TYPES, check_columns, encode_row
+from central.store._cql_values import (
+    CQL_TYPES,
+    ROW_COLUMNS,
+    SAMPLE_FIELDS,
+    SAMPLE_TYPE,
+    check_columns,
+    encode_row,
+    expected_columns,
+)
 from central_ingest.testdata import make_record
 
 #: The driver's type for each CQL type name: its serializers are the reference.
@@ -27,14 +34,23 @@ _DRIVER_TYPES = {
 _PROTOCOL_VERSION = 5
 
 
-def _driver_values(row: TelemetryRow) -> list[object]:
-    """The driver's bytes for each value; a missing value is the driver's UNSET_VALUE, not null."""
-    return [
-        UNSET_VALUE
-        if value is None
-        else _DRIVER_TYPES[CQL_TYPES[name]].serialize(value, _PROTOCOL_VERSION)
-        for name, value in zip(COLUMNS, row, strict=True)
+_DRIVER_SAMPLE = cqltypes.UserType.make_udt_class(
+    "pulsegate",
+    SAMPLE_TYPE,
+    SAMPLE_FIELDS,
+    tuple(_DRIVER_TYPES[CQL_TYPES[name]] for name in SAMPLE_FIELDS),
+)
+
+
+def _driver_values(row: TelemetryRow) -> list[bytes]:
+    """The driver's bytes: each key and enrichment column, then the sample UDT from the rest."""
+    by_name = row._asdict()
+    columns = [
+        _DRIVER_TYPES[CQL_TYPES[name]].serialize(by_name[name], _PROTOCOL_VERSION)
+        for name in ROW_COLUMNS
     ]
+    sample = tuple(by_name[name] for name in SAMPLE_FIELDS)
+    return [*columns, _DRIVER_SAMPLE.serialize(sample, _PROTOCOL_VERSION)]
 
 
 def _row(**fields: object) -> TelemetryRow:
@@ -75,13 +91,15 @@ def test_encoded_row_matches_the_driver_serializers(fields: dict) -> None:
     assert encode_row(row) == _driver_values(row)
 
 
-def test_missing_values_are_unset_never_null() -> None:
-    """Null would write a tombstone cell per missing value; unset writes nothing."""
-    values = encode_row(_row(heart_rate_bpm=None, sport=None))
-    by_name = dict(zip(COLUMNS, values, strict=True))
-    assert by_name["heart_rate_bpm"] is UNSET_VALUE
-    assert by_name["sport"] is UNSET_VALUE
-    assert None not in values
+def test_the_row_is_its_key_and_enrichment_columns_then_one_sample_cell() -> None:
+    """Nine columns of their own plus one UDT cell; a missing measurement is a null field in it."""
+    values = encode_row(_row(heart_rate_bpm=None, cadence_rpm=85))
+    assert len(values) == len(ROW_COLUMNS) + 1 == 10
+    sample = values[-1]
+    # The first UDT field, heart_rate_bpm, is null: length -1 and no bytes.
+    assert sample[:4] == b"\xff\xff\xff\xff"
+    # The second, cadence_rpm: length 4, then 85.
+    assert sample[4:12] == (4).to_bytes(4, "big") + (85).to_bytes(4, "big")
 
 
 def test_the_date_column_counts_days_from_two_to_the_31() -> None:
@@ -101,11 +119,15 @@ def test_a_value_that_does_not_fit_its_column_is_a_store_error(column: str, valu
 
 
 def test_check_columns_refuses_a_table_of_other_types() -> None:
-    driver_names = {"text": "varchar", "frozen<list<int>>": "list<int>"}
-    columns = [(name, driver_names.get(CQL_TYPES[name], CQL_TYPES[name])) for name in COLUMNS]
+    columns = expected_columns()
     check_columns(columns)
-    changed = [*columns[:9], ("heart_rate_bpm", "bigint"), *columns[10:]]
+    assert ("sample", f"frozen<{SAMPLE_TYPE}>") in columns
+    hr = columns.index(("sample.heart_rate_bpm", "int"))
     with pytest.raises(StoreError, match="differ from central's"):
-        check_columns(changed)
+        check_columns([*columns[:hr], ("sample.heart_rate_bpm", "bigint"), *columns[hr + 1 :]])
     with pytest.raises(StoreError):
         check_columns(columns[:-1])
+    # The table as an older central created it: every measurement a column of its own.
+    wide = [(name, CQL_TYPES[name].replace("text", "varchar")) for name in COLUMNS]
+    with pytest.raises(StoreError, match="db init"):
+        check_columns(wide)

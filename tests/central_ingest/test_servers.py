@@ -22,14 +22,14 @@ from pathlib import Path
 
 import pika
 import pytest
-from cassandra.query import UNSET_VALUE, BatchStatement, BatchType
+from cassandra.query import BatchStatement, BatchType
 from server_harness import services
 
 from central.ingest import DecodedBatch, accept_batches
 from central.settings import load_settings
 from central.store import StoreUnavailable, open_store, rows_from_records
 from central.store._cassandra import CassandraStore, _partition_batch
-from central.store._cql_values import encode_row
+from central.store._cql_values import ROW_COLUMNS, encode_row
 from central_ingest.testdata import (
     PULSEGATE,
     REPO,
@@ -218,18 +218,21 @@ def test_packed_rows_read_back_as_written_and_as_the_driver_binds_them(
             edge_records, gateway_id="gw-p", site="gym-p", schema_version=2, ingested_at_us=77
         )
         insert = store._prepared("row")
-        for row in batch_rows:
-            unset_for_none = [UNSET_VALUE if value is None else value for value in row]
-            assert encode_row(row) == insert.bind(unset_for_none).values
+        # The driver binds the nine columns and the measurements as one UDT tuple.
+        as_driver_binds = [
+            [*row[: len(ROW_COLUMNS)], tuple(row[len(ROW_COLUMNS) :])] for row in batch_rows
+        ]
+        for row, values in zip(batch_rows, as_driver_binds, strict=True):
+            assert encode_row(row) == insert.bind(values).values
         batch = _partition_batch(insert, batch_rows)
         added = BatchStatement(batch_type=BatchType.UNLOGGED)
-        for row in batch_rows:
-            added.add(insert.bind([UNSET_VALUE if value is None else value for value in row]))
+        for values in as_driver_binds:
+            added.add(insert.bind(values))
         assert batch._statements_and_parameters == added._statements_and_parameters
         assert (batch.routing_key, batch.keyspace) == (added.routing_key, added.keyspace)
         store.write(batch_rows)
         read = store.telemetry("dev-p", edge_records[0]["timestamp_us"], T0_US + 10**9)
-        # Row 2 lacks three values: they were sent unset, so they left no tombstone.
+        # Row 2 lacks three measurements: null fields inside its sample cell, no tombstones.
         ks = store.settings.keyspace
         traced = store._session.execute(
             f"SELECT * FROM {ks}.telemetry WHERE device_id = 'dev-p' AND day = %s",
