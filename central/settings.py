@@ -101,8 +101,11 @@ class AmqpSettings:
 class IngestSettings:
     """[ingest]: the ingest workers (``pulsegate central ingest``)."""
 
-    prefetch_count: int = 512
-    """Unacked messages the broker hands one worker; bounds its memory and its redelivery on a crash."""
+    prefetch_count: int = 64
+    """Unacked messages the broker hands one worker; bounds its memory and its redelivery on a crash.
+    About two rounds of ``batch_max_records`` at 200 records a message. Much more lets the first
+    worker to connect take a whole backlog while the others idle: with two workers on a backlog,
+    512 gave 13,500 records/s and 64 gave 19,000-20,600 (benchmarks/central_ingest.py)."""
     batch_max_records: int = 5000
     """Records gathered from several messages into one store write."""
     batch_wait_ms: int = 50
