@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import time
@@ -119,8 +120,10 @@ def port_accepts(port: int) -> bool:
         return False
 
 
-def status_json() -> tuple[int, dict[str, dict[str, object]]]:
-    result = run_script("status", "--json")
+def status_json(
+    *names: str, env: dict[str, str] | None = None
+) -> tuple[int, dict[str, dict[str, object]]]:
+    result = run_script("status", *names, "--json", env=env)
     return result.returncode, json.loads(result.stdout)
 
 
@@ -361,6 +364,28 @@ def test_leftover_broker_of_another_checkout_is_replaced(tmp_path: Path) -> None
     assert run_script("status", "rabbitmq", env=other_env).returncode == 3
     code, states = status_json()
     assert states["rabbitmq"]["state"] == "running"
+
+
+def test_broker_of_a_deleted_checkout_at_the_same_path_is_replaced(tmp_path: Path) -> None:
+    """A checkout deleted while its broker runs, then cloned again at the same path, gets a new broker.
+
+    The old broker's marker still names this path, but its state folder is
+    gone: adopting it would leave the new checkout a broker without files.
+    """
+    run_ok("stop", "rabbitmq")
+    checkout_env = {**os.environ, "PULSEGATE_SERVICES_STATE_DIR": str(tmp_path / "clone" / "services")}
+    first = run_script("start", "rabbitmq", env=checkout_env)
+    assert first.returncode == 0, first.stderr
+    old_pid = status_json("rabbitmq", env=checkout_env)[1]["rabbitmq"]["pid"]
+    shutil.rmtree(tmp_path / "clone")  # as 'rm -rf' of the checkout, servers still running
+
+    again = run_script("start", "rabbitmq", env=checkout_env)
+    assert again.returncode == 0, again.stderr
+    assert f"pid {old_pid} was started for a deleted copy of" in again.stderr
+    code, states = status_json("rabbitmq", env=checkout_env)
+    assert code == 0 and states["rabbitmq"]["pid"] not in (None, old_pid)
+    assert (tmp_path / "clone" / "services" / "rabbitmq").is_dir()
+    run_ok("start", "rabbitmq")  # this checkout's broker again, for the tests after this one
 
 
 def test_unknown_server_name_is_a_usage_error() -> None:

@@ -99,6 +99,19 @@ def service_marker(pid: int) -> str | None:
     return None
 
 
+def runs_in_deleted_folder(pid: int) -> bool:
+    """Whether the folder ``pid`` was started in has been deleted under it.
+
+    Servers start in their state directory. A checkout removed while its
+    servers run leaves them working on files that are gone; a new checkout
+    at the same path must not adopt them (the kernel marks such a cwd).
+    """
+    try:
+        return os.readlink(_PROC / str(pid) / "cwd").endswith(" (deleted)")
+    except OSError:
+        return False
+
+
 def command_line(pid: int) -> str:
     """The command line of ``pid``, for messages; empty if it is gone."""
     try:

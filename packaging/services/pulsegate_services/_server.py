@@ -119,6 +119,15 @@ def find_running(server: ManagedServer) -> int | None:
     for pid in _process.listening_pids(server.port):
         if _process.service_marker(pid) == str(server.home):
             pgid = os.getpgid(pid)
+            if _process.runs_in_deleted_folder(pid):
+                # launch() stops it: its marker names this server, like another checkout's.
+                logger.warning(
+                    "%s: pid %d was started for a deleted copy of %s; not adopting it",
+                    server.name,
+                    pgid,
+                    server.home,
+                )
+                break
             logger.info("%s: adopting pid %d, started earlier for this checkout", server.name, pgid)
             _process.PidRecord(pid=pgid, started_at=time.time()).save(server.pid_file)
             return pgid
