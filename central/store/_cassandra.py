@@ -3,13 +3,14 @@
 Tables (keyspace from ``[cassandra] keyspace``):
 
 ``telemetry``  ``PRIMARY KEY ((device_id, day), timestamp_us, boot_id, seq)``,
-    newest first; central's enrichment in columns of their own, the tracker's
-    measurements in one ``sample frozen<telemetry_sample>`` cell (why: see
-    :mod:`central.store._cql_values`). Ops read a device's day (or the last hour of it), and a
-    partition stays bounded (one tracker, one day, at most 86,400 rows at
-    1 Hz). ``day`` and ``timestamp_us`` come from the record itself, so the
-    key is a function of ``(device_id, boot_id, seq)`` and an upsert of a
-    redelivered record lands on the same row.
+    newest first; central's enrichment in columns of their own, the
+    tracker's measurements in one ``sample frozen<telemetry_sample>`` cell
+    (why: see :mod:`central.store._cql_values`). Ops read a device's day (or
+    the last hour of it), and a partition stays bounded (one tracker, one
+    day, at most 86,400 rows at 1 Hz). ``day`` and ``timestamp_us`` come
+    from the record itself, so the key is a function of
+    ``(device_id, boot_id, seq)`` and an upsert of a redelivered record lands
+    on the same row.
 ``ledger_ranges``  ``PRIMARY KEY ((device_id, boot_id), first_seq, last_seq)``:
     the ranges of :mod:`central.ledger`, one partition per boot.
 ``ledger_boots``  ``PRIMARY KEY (device_id, boot_id)``: the boots of a device,
@@ -18,7 +19,7 @@ Tables (keyspace from ``[cassandra] keyspace``):
 Writes are prepared, idempotent, at ``[cassandra] consistency``, sent with the
 driver's ``execute_concurrent``. Rows of one partition go as one
 single-partition UNLOGGED BATCH (up to ``rows_per_batch``): one request and
-one mutation on the replica instead of fifty, and Cassandra neither warns
+one mutation on the replica instead of 200, and Cassandra neither warns
 about nor batchlogs single-partition batches. Telemetry values are packed by
 :mod:`central.store._cql_values` rather than the driver's ``bind``, which
 cost more CPU per row than Cassandra's own write.
@@ -119,8 +120,9 @@ def _partition_batch(insert: PreparedStatement, rows: Sequence[TelemetryRow]) ->
     ``(prepared, query id, values)`` entry that ``add`` would append, without
     building a BoundStatement for it (~5 µs a row, a third of the batch's
     cost in Python). ``_statements_and_parameters`` is the driver's private
-    list: test_cql_values compares the result with ``add`` on the driver
-    installed, so a driver that changes it fails there first.
+    list: a test in tests/central_ingest/test_servers.py compares the result
+    with ``add`` on the driver installed, so a driver that changes it fails
+    there first.
     """
     batch = BatchStatement(batch_type=BatchType.UNLOGGED)
     batch.is_idempotent = True

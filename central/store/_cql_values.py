@@ -5,7 +5,7 @@ columns of their own (:data:`ROW_COLUMNS`) and everything the tracker
 measured in one ``frozen<telemetry_sample>`` UDT cell (:data:`SAMPLE_FIELDS`).
 One cell instead of seventeen: Cassandra's write and, above all, its memtable
 flush spend their CPU per cell (a JFR profile of the ingest benchmark put two
-thirds of the node's samples in flushing cells), and the driver writes five
+thirds of the node's samples in flushing cells), and the driver writes ten
 values a row instead of twenty-six. Records never change under their key,
 so no field ever needs an update of its own; ops read one with
 ``SELECT sample.heart_rate_bpm ...``.
