@@ -8,31 +8,13 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-__all__ = ["output_console", "render_status"]
+from pulsegate.console_output import output_console
 
-#: Width for output that is not a terminal (a pipe, a file): wider than any
-#: row the status prints, so piped output is never cropped or folded. A table
-#: still takes only its natural width; rich just needs a number.
-_PIPED_WIDTH_CHARS = 100_000
+__all__ = ["render_status"]
+
 #: Widest the device column grows on a terminal before long ids fold onto a
 #: second line, leaving room for the counters beside it.
 _DEVICE_COLUMN_MAX_CHARS = 34
-
-
-def output_console(console: Console | None = None) -> Console:
-    """The console to print on: ``console`` (or stdout) on a TTY, an unlimited-width one when piped.
-
-    Args:
-        console: Where the caller prints; a new stdout console when None.
-
-    Returns:
-        ``console`` itself on a terminal; otherwise a console on the same file
-        whose width never crops a row.
-    """
-    console = console or Console()
-    if console.is_terminal:
-        return console
-    return Console(file=console.file, width=_PIPED_WIDTH_CHARS)
 
 
 def render_status(status: dict[str, Any], console: Console | None = None) -> None:

@@ -23,6 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from firmware_shim import read_recording  # noqa: F401  (documents where samples come from)
 from firmware_shim._recordings import SUPPORTED_SUFFIXES
 from gateway.errors import GatewayError
+from pulsegate.console_output import output_console
 
 __all__ = ["run_demo", "default_recordings_dir"]
 
@@ -111,7 +112,7 @@ def run_demo(state_dir: str | Path, recordings: str | Path | None = None, *, kee
     from gateway._daemon import GatewayDaemon
     from gateway.settings import GatewaySettings
 
-    console = Console(stderr=False)
+    console = output_console()  # whole rows when piped (e.g. make demo | tee)
     state = Path(state_dir)
     files = _recordings(Path(recordings) if recordings else default_recordings_dir())
     _clear_state_dir(state)

@@ -78,7 +78,7 @@ def _table(id_columns: tuple[str, ...], value_columns: tuple[str, ...]) -> Table
 def _print_tables(report: FleetReport, incidents_listed: int) -> None:
     from rich.text import Text
 
-    from central.ingest.cli import output_console
+    from pulsegate.console_output import output_console
 
     console = output_console()
     doc = report.as_json(incidents_listed)

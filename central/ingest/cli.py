@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import click
 
 from central.settings import CentralSettings, load_settings
+from pulsegate.console_output import output_console
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -25,31 +26,13 @@ if TYPE_CHECKING:
     from central.ingest import ImportResult
     from central.store import TelemetryStore
 
-__all__ = ["db", "ledger", "ingest", "import_command", "output_console"]
+__all__ = ["db", "ledger", "ingest", "import_command"]
 
 log = logging.getLogger(__name__)
 
 _CONFIG = click.option("--config", type=click.Path(dir_okay=False), help="TOML config file.")
 #: Missing ranges shown per boot in the table; --json lists them all.
 _RANGES_SHOWN = 4
-#: Width for output that is not a terminal (a pipe, a file): wider than any
-#: row central prints, so piped tables are never cropped or folded. A table
-#: still takes only its natural width; rich just needs a number.
-_PIPED_WIDTH_CHARS = 100_000
-
-
-def output_console() -> Console:
-    """The console tables go to: the terminal's width on a TTY, unlimited when piped.
-
-    On a terminal, tables fit its width by wrapping cells (ids fold onto the
-    next line, see ``overflow="fold"`` on their columns), never cropping them.
-    """
-    from rich.console import Console
-
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=_PIPED_WIDTH_CHARS)
-    return console
 
 
 def _progress_console() -> Console:

@@ -25,6 +25,8 @@ def test_demo_with_a_relative_state_dir_ends_with_a_whole_ledger(tmp_path: Path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     total = sum(PROVENANCE[name].samples for name in RECORDINGS)
     assert f"central holds all {total} records with no gap" in result.stdout
+    # Piped, nothing is cropped: rich marks a cropped cell with an ellipsis.
+    assert "…" not in result.stdout, [line for line in result.stdout.splitlines() if "…" in line]
     # Everything stayed under the state dir given, nowhere else.
     assert sorted(p.name for p in tmp_path.iterdir()) == [".state", "recordings"]
     store = tmp_path / ".state/demo/central/telemetry.sqlite3"
