@@ -52,7 +52,12 @@ def open_store(settings: CentralSettings) -> IncidentStore:
         )
 
         return CassandraIncidentStore.connect(settings.cassandra)
-    return SQLiteIncidentStore(Path(settings.central.state_dir) / settings.incidents.db_file)
+    return SQLiteIncidentStore(incident_db_path(settings))
+
+
+def incident_db_path(settings: CentralSettings) -> Path:
+    """The embedded incident store's SQLite file."""
+    return Path(settings.central.state_dir) / settings.incidents.db_file
 
 
 def build_service(settings: CentralSettings, clock: Clock = time.time) -> IncidentService:

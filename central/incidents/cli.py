@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 from central.errors import CentralError
-from central.incidents._daemon import IncidentDaemon, build_service
+from central.incidents._daemon import IncidentDaemon, build_service, incident_db_path
 from central.incidents._http import incident_view
 from central.incidents._model import State, iso8601
 from central.incidents._service import IncidentService
@@ -41,13 +41,25 @@ _actor_option = click.option(
 _note_option = click.option("--note", default="", help="A note for the incident's timeline.")
 
 
-def _service(config_path: Path | None) -> IncidentService:
+def _service(config_path: Path | None, *, create: bool = False) -> IncidentService:
+    """The incident service; only ``create`` makes an embedded store that is not there yet.
+
+    Reading a store that does not exist is a wrong state dir, not an empty
+    list: say so in one line and leave no empty file behind.
+    """
     from central.settings import (
         load_settings,  # imported late: central.settings imports this package
     )
 
     try:
-        return build_service(load_settings(config_path))
+        settings = load_settings(config_path)
+        path = incident_db_path(settings)
+        if not create and settings.store.backend != "cassandra" and not path.is_file():
+            raise ConfigError(
+                f"no incident store at {str(path)!r}; check [central] state_dir "
+                "(the store is made by 'central incidents serve', 'detect' or 'raise')"
+            )
+        return build_service(settings)
     except (ConfigError, CentralError) as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -162,7 +174,7 @@ _action_command("approve", "approve_runbook", "Approve applying the incident's p
 def raise_command(config_path: Path | None, kind: str, subject: str, summary: str, impact: str, urgency: str,
                   gateway_id: str | None, actor: str) -> None:
     """Raise an incident by hand (or count a repeat on the open one)."""
-    service = _service(config_path)
+    service = _service(config_path, create=True)
     incident = _run(lambda: service.raise_incident(kind, subject, summary, impact=impact, urgency=urgency,
                                                     gateway_id=gateway_id, actor=actor))
     click.echo(f"{incident.id}  {incident.priority}  {incident.state.value}  seen {incident.repeat_count}x")

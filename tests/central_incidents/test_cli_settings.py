@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import click
 import pytest
@@ -49,13 +52,32 @@ def test_raise_list_show_and_work_an_incident(config, tmp_path):
 
 
 def test_errors_are_one_line(config):
+    run("raise", "--config", config, "k", "s", "x")
     result = CliRunner().invoke(incidents, ["close", "--config", config, "INC-missing", "--actor", "a"])
     assert result.exit_code == 1
     assert result.output == "Error: no incident 'INC-missing'; list them with 'pulsegate central incidents list'\n"
-    run("raise", "--config", config, "k", "s", "x")
     incident_id = json.loads(run("list", "--config", config, "--json"))[0]["id"]
     result = CliRunner().invoke(incidents, ["close", "--config", config, incident_id, "--actor", "a"])
     assert result.exit_code == 1 and "cannot close incident" in result.output
+
+
+@pytest.mark.parametrize("command", [["list"], ["show", "INC-1"], ["ack", "INC-1", "--actor", "a"]])
+def test_reading_a_store_that_is_not_there_creates_nothing(tmp_path, command):
+    """A wrong state dir is one line naming the path, exit 2, and no empty store left behind."""
+    state = tmp_path / "typo"
+    config = tmp_path / "central.toml"
+    config.write_text(f'[central]\nstate_dir = "{state}"\n')
+    pulsegate = Path(sys.executable).parent / "pulsegate"
+    result = subprocess.run(
+        [str(pulsegate), "central", "incidents", *command, "--config", str(config)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == (
+        f"pulsegate: error: no incident store at '{state / 'incidents.sqlite3'}'; check [central] state_dir "
+        "(the store is made by 'central incidents serve', 'detect' or 'raise')\n"
+    )
+    assert not state.exists()
 
 
 def test_every_command_has_help():
