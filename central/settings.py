@@ -68,6 +68,8 @@ class CassandraSettings:
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[a-z][a-z0-9_]{0,47}", self.keyspace):
             raise ValueError(f"cassandra.keyspace must be a lower-case CQL identifier, got {self.keyspace!r}")
+        if not 1 <= self.port <= 0xFFFF:
+            raise ValueError(f"cassandra.port must be 1 to 65535, got {self.port}")
         if self.concurrency < 1 or self.rows_per_batch < 1:
             raise ValueError("cassandra.concurrency and cassandra.rows_per_batch must be at least 1")
         if self.rows_per_batch > _MAX_BATCH_STATEMENTS:
@@ -116,6 +118,17 @@ class IngestSettings:
     """How often a worker compacts the ledger and refreshes pulsegate_central_ledger_gap_records; 0 never."""
     max_backoff_s: float = 30.0
     """Longest wait between retries when the store or the broker is down."""
+
+    def __post_init__(self) -> None:
+        # AMQP carries the prefetch count in an unsigned short; 0 would mean unlimited.
+        if not 1 <= self.prefetch_count <= 0xFFFF:
+            raise ValueError(f"ingest.prefetch_count must be 1 to 65535, got {self.prefetch_count}")
+        if self.batch_max_records < 1:
+            raise ValueError(f"ingest.batch_max_records must be at least 1, got {self.batch_max_records}")
+        if self.batch_wait_ms < 0 or self.ledger_refresh_s < 0:
+            raise ValueError("ingest.batch_wait_ms and ingest.ledger_refresh_s must not be negative")
+        if self.max_backoff_s <= 0:
+            raise ValueError(f"ingest.max_backoff_s must be above 0, got {self.max_backoff_s}")
 
 
 @dataclass

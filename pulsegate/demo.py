@@ -27,6 +27,9 @@ from pulsegate.console_output import output_console
 
 __all__ = ["run_demo", "default_recordings_dir"]
 
+#: Progress bars go to stderr, and only on a terminal: piped stdout holds the results alone.
+_PROGRESS_CONSOLE = Console(stderr=True)
+
 #: Longest the demo waits for every tracker to finish; the whole corpus takes
 #: well under a minute on a 2-core machine.
 _REPLAY_TIMEOUT_S = 300.0
@@ -127,7 +130,8 @@ def run_demo(state_dir: str | Path, recordings: str | Path | None = None, *, kee
     daemon = None
     try:
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=console, transient=False) as progress:
+                      console=_PROGRESS_CONSOLE, disable=not _PROGRESS_CONSOLE.is_terminal,
+                      transient=False) as progress:
             booting = progress.add_task("trackers reading their recordings", total=len(trackers))
             deadline = time.monotonic() + _REPLAY_TIMEOUT_S
             while True:
@@ -213,7 +217,8 @@ def _carry_to_central(console: Console, state: Path, gateway_settings: Any, tota
 
     bundle = state / "demo-gym.bundle"
     console.print(f"\n[bold]Sneakernet[/bold]: exporting a signed bundle to {bundle}")
-    with Progress(TextColumn("exporting"), BarColumn(), MofNCompleteColumn(), console=console) as progress:
+    with Progress(TextColumn("exporting"), BarColumn(), MofNCompleteColumn(), console=_PROGRESS_CONSOLE,
+                  disable=not _PROGRESS_CONSOLE.is_terminal) as progress:
         task = progress.add_task("export", total=total)
         exported = export_bundle(gateway_settings, bundle,
                                  progress=lambda done, _total: progress.update(task, completed=done))

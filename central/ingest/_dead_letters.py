@@ -28,8 +28,6 @@ from pika.exceptions import (
     AMQPConnectionError,
     ChannelClosedByBroker,
     NackError,
-    ProbableAccessDeniedError,
-    ProbableAuthenticationError,
     UnroutableError,
 )
 from tenacity import (
@@ -41,6 +39,7 @@ from tenacity import (
 )
 
 from central.errors import CentralError
+from central.ingest._broker_login import REFUSALS, pika_errors_silenced, refused
 from firmware_shim.amqp_topology import DEAD_LETTER_QUEUE, EXCHANGE
 
 __all__ = [
@@ -97,33 +96,22 @@ def open_channel(amqp_url: str) -> tuple[pika.BlockingConnection, BlockingChanne
         CentralError: the broker stayed unreachable.
     """
     params = pika.URLParameters(amqp_url)
-    # pika logs every failed attempt at ERROR with a traceback; this command
-    # says it once, in the line below.
-    pika_log = logging.getLogger("pika")
-    pika_level = pika_log.level
-    pika_log.setLevel(logging.CRITICAL)
     try:
-        connection = Retrying(
-            # A refusal is an answer, not an outage: retrying cannot change it.
-            retry=retry_if_exception_type(AMQPConnectionError)
-            & retry_if_not_exception_type((ProbableAccessDeniedError, ProbableAuthenticationError)),
-            wait=wait_exponential(multiplier=0.5, max=4),
-            stop=stop_after_attempt(_CONNECT_ATTEMPTS),
-            reraise=True,
-        )(pika.BlockingConnection, params)
-    except (ProbableAccessDeniedError, ProbableAuthenticationError) as exc:
-        raise CentralError(
-            f"the broker at {params.host}:{params.port} refused user {params.credentials.username!r} on "
-            f"virtual host {params.virtual_host!r} ({type(exc).__name__}); check the password and that the "
-            "vhost exists (rabbitmqctl list_vhosts)"
-        ) from None
+        with pika_errors_silenced():
+            connection = Retrying(
+                retry=retry_if_exception_type(AMQPConnectionError)
+                & retry_if_not_exception_type(REFUSALS),
+                wait=wait_exponential(multiplier=0.5, max=4),
+                stop=stop_after_attempt(_CONNECT_ATTEMPTS),
+                reraise=True,
+            )(pika.BlockingConnection, params)
+    except REFUSALS as exc:
+        raise refused(params, exc) from None
     except AMQPConnectionError as exc:
         raise CentralError(
             f"cannot reach the broker at {params.host}:{params.port} after {_CONNECT_ATTEMPTS} attempts "
             f"({type(exc).__name__}); is RabbitMQ running? check amqp.url"
         ) from None
-    finally:
-        pika_log.setLevel(pika_level)
     return connection, connection.channel()
 
 
@@ -150,7 +138,8 @@ def describe(method: Any, properties: pika.BasicProperties) -> DeadLetter:
 
 def _dead_letter_count(channel: BlockingChannel) -> int:
     try:
-        return channel.queue_declare(DEAD_LETTER_QUEUE, passive=True).method.message_count
+        with pika_errors_silenced():  # pika logs the broker's 404 as a WARNING; the line below says it
+            return channel.queue_declare(DEAD_LETTER_QUEUE, passive=True).method.message_count
     except ChannelClosedByBroker:
         raise CentralError(
             f"no queue {DEAD_LETTER_QUEUE!r} on this broker and virtual host: no ingest worker has run "

@@ -29,8 +29,15 @@ from typing import Any
 import pika
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.exceptions import AMQPChannelError, AMQPConnectionError, NackError, UnroutableError
-from tenacity import Retrying, before_sleep_log, retry_if_exception_type, wait_random_exponential
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    retry_if_not_exception_type,
+    wait_random_exponential,
+)
 
+from central.ingest._broker_login import REFUSALS, pika_errors_silenced, refused
 from central.ingest._dead_letters import (
     ERROR_HEADER,
     REASON_HEADER,
@@ -61,6 +68,19 @@ _MAX_ERROR_HEADER_CHARS = 500
 _SUMMARY_EVERY_S = 60.0
 
 _Delivery = tuple[Any, pika.BasicProperties, bytes]
+
+
+def _log_broker_retry(state: RetryCallState) -> None:
+    """One line per failed attempt (pika's own tracebacks are silenced)."""
+    exc = state.outcome.exception() if state.outcome else None
+    params = state.args[0] if state.args else None
+    where = f" at {params.host}:{params.port}" if isinstance(params, pika.connection.Parameters) else ""
+    why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    delay_s = state.next_action.sleep if state.next_action else 0.0
+    log.warning(
+        "cannot reach the broker%s (%s); attempt %d, retrying in %.1f s",
+        where, why, state.attempt_number, delay_s,
+    )
 
 
 class _Stopping(Exception):
@@ -102,6 +122,7 @@ class IngestWorker:
         Raises:
             StoreError: the store refused a write permanently (no schema); the
                 messages held are returned to the queue unacked.
+            BrokerRefused: the broker refused the login or the vhost.
         """
         while not self._stop.is_set():
             try:
@@ -131,14 +152,19 @@ class IngestWorker:
         params.heartbeat = self.settings.amqp.heartbeat_s
         params.blocked_connection_timeout = 60
         retrying = Retrying(
-            retry=retry_if_exception_type(AMQPConnectionError),
+            # A refused login or vhost is an answer, not an outage: it ends the worker.
+            retry=retry_if_exception_type(AMQPConnectionError) & retry_if_not_exception_type(REFUSALS),
             wait=wait_random_exponential(multiplier=0.5, max=self.settings.ingest.max_backoff_s),
             stop=lambda _state: self._stop.is_set(),
             sleep=self._stop.wait,
-            before_sleep=before_sleep_log(log, logging.WARNING),
+            before_sleep=_log_broker_retry,
             reraise=True,
         )
-        connection = retrying(pika.BlockingConnection, params)
+        try:
+            with pika_errors_silenced():
+                connection = retrying(pika.BlockingConnection, params)
+        except REFUSALS as exc:
+            raise refused(params, exc) from None
         log.info("connected to the broker at %s:%s", params.host, params.port)
         return connection
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import threading
 from pathlib import Path
@@ -148,6 +149,10 @@ def ingest(config: str | None) -> None:
     from central.ingest._metrics import serve_metrics
 
     settings = load_settings(config)
+    if "PULSEGATE_LOG_LEVEL" not in os.environ and logging.getLogger().level == logging.WARNING:
+        # A long-running worker says when it connects, consumes, summarises and stops
+        # (a few lines a minute, none per record) unless a level was chosen.
+        logging.getLogger("central.ingest").setLevel(logging.INFO)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
@@ -164,6 +169,7 @@ def ingest(config: str | None) -> None:
         worker.run()
     finally:
         store.close()
+    log.info("ingest worker stopped")
 
 
 @click.command("import")

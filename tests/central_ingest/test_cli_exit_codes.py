@@ -37,6 +37,8 @@ USAGE_OR_CONFIG: dict[str, tuple[Case, str]] = {
     "gateway-public-key-wrong-state-dir": (
         lambda t: ["gateway", "public-key", "--state-dir", str(t)], "no gateway database"
     ),
+    "no-incident-store-yet": (lambda t: _central(t, "incidents", "list"), "no incident store at"),
+    "negative-prefetch": (lambda t: _central(t, "ingest", ingest={"prefetch_count": -5}), "ingest.prefetch_count"),
     "gateway-status-wrong-state-dir": (lambda t: ["gateway", "status", "--state-dir", str(t)], "no gateway database"),
 }
 
@@ -53,10 +55,15 @@ RUNTIME_FAILURE: dict[str, tuple[Case, str]] = {
     ),
     "bundle-refused": (lambda t: _bad_bundle(t), "refused"),
     "recording-refused": (_garbage_recording, "cannot parse FIT"),
-    "no-such-incident": (
-        lambda t: _central(t, "incidents", "close", "INC-missing", "--actor", "a"), "no incident 'INC-missing'"
-    ),
+    "no-such-incident": (lambda t: _missing_incident(t), "no incident 'INC-missing'"),
 }
+
+
+def _missing_incident(tmp_path: Path) -> list[str]:
+    """Closing an incident that is not in an existing store (raising one makes the store)."""
+    raised = run_cli(*_central(tmp_path, "incidents", "raise", "ledger_gap", "device:TR-1", "gap", "--actor", "a"))
+    assert raised.returncode == 0, raised.stderr
+    return _central(tmp_path, "incidents", "close", "INC-missing", "--actor", "a")
 
 
 def _bad_bundle(tmp_path: Path) -> list[str]:

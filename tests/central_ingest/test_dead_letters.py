@@ -145,11 +145,30 @@ def test_a_missing_vhost_is_named_as_a_refusal_not_an_outage(tmp_path: Path, amq
     assert "refused user 'guest' on virtual host 'pulsegate-no-such-vhost'" in result.stderr, result.stderr
 
 
+@pytest.mark.parametrize("refusal", ["vhost", "password"])
+def test_ingest_refused_by_the_broker_ends_in_one_line_with_exit_2(
+    tmp_path: Path, amqp_url: str, refusal: str
+) -> None:
+    """A refusal is an answer, not an outage: the worker stops at once instead of retrying forever."""
+    base, vhost = amqp_url.rsplit("/", 1)
+    url = f"{base}/pulsegate-no-such-vhost" if refusal == "vhost" else amqp_url.replace("guest:guest@", "guest:wrong@")
+    config = write_config(tmp_path / "central.toml", tmp_path / "state", amqp={"url": url})
+    assert run_cli("central", "db", "init", "--config", str(config)).returncode == 0
+    result = run_cli("central", "ingest", "--config", str(config), env={"PULSEGATE_INGEST_METRICS_ADDRESS": ""})
+    assert result.returncode == 2, result.stderr
+    expected_vhost = "pulsegate-no-such-vhost" if refusal == "vhost" else vhost
+    assert result.stderr.startswith(
+        f"pulsegate: error: the broker at 127.0.0.1:5672 refused user 'guest' on virtual host '{expected_vhost}'"
+    ), result.stderr
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+
+
 def test_a_vhost_where_ingest_never_ran_has_no_dead_letter_queue_and_gets_none(tmp_path: Path, amqp_url: str) -> None:
     config = write_config(tmp_path / "central.toml", tmp_path / "state", amqp={"url": amqp_url})
     result = run_cli("central", "dead-letters", "list", "--config", str(config))
     assert result.returncode != 0
     assert "no queue 'pulsegate.dead-letter' on this broker and virtual host" in result.stderr, result.stderr
+    assert result.stderr.strip().count("\n") == 0, result.stderr  # pika's own WARNING stays out
     connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
     try:
         with pytest.raises(pika.exceptions.ChannelClosedByBroker):  # listing created nothing

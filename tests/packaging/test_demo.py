@@ -25,6 +25,9 @@ def test_demo_with_a_relative_state_dir_ends_with_a_whole_ledger(tmp_path: Path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     total = sum(PROVENANCE[name].samples for name in RECORDINGS)
     assert f"central holds all {total} records with no gap" in result.stdout
+    # Piped, no progress bar is drawn into either stream (they are for terminals only).
+    for bar in ("trackers reading their recordings", "records durably buffered", "exporting ━"):
+        assert bar not in result.stdout + result.stderr, bar
     # Piped, nothing is cropped: rich marks a cropped cell with an ellipsis.
     assert "…" not in result.stdout, [line for line in result.stdout.splitlines() if "…" in line]
     # Everything stayed under the state dir given, nowhere else.
