@@ -26,7 +26,12 @@ import logging
 import re
 from typing import Any
 
-from central.incidents._errors import DuplicateOpenIncident, IncidentStoreError, StaleIncident
+from central.incidents._errors import (
+    DuplicateOpenIncident,
+    IncidentStoreError,
+    MissingIncidentStore,
+    StaleIncident,
+)
 from central.incidents._model import OPEN_STATES, AuditEntry, Incident, OutboxEvent, Problem
 from central.incidents._store import Change, IncidentFilter, OutboxStats
 
@@ -120,15 +125,19 @@ class CassandraIncidentStore:
         self._ps = {name: self._prepare(_qualify(cql, keyspace)) for name, cql in _STATEMENTS.items()}
 
     @classmethod
-    def connect(cls, settings: Any, drop_on_close: bool = False) -> CassandraIncidentStore:
-        """Connect to ``settings.hosts``, create the keyspace and tables if missing.
+    def connect(cls, settings: Any, drop_on_close: bool = False, *, create: bool = True) -> CassandraIncidentStore:
+        """Connect to ``settings.hosts``; with ``create``, make the keyspace and tables if missing.
 
         Args:
             settings: central's [cassandra] settings (hosts, port, keyspace, replication).
             drop_on_close: drop the keyspace on :meth:`close` (tests only).
+            create: False for commands that only work on existing incidents: a
+                missing keyspace or table is then a wrong keyspace name, refused
+                instead of made (a typo would otherwise create a keyspace).
 
         Raises:
             IncidentStoreError: Cassandra cannot be reached or refuses the schema.
+            MissingIncidentStore: without ``create``, the tables are not there.
         """
         from cassandra import ConsistencyLevel
         from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
@@ -144,9 +153,22 @@ class CassandraIncidentStore:
                           execution_profiles={EXEC_PROFILE_DEFAULT: profile})
         try:
             session = cluster.connect()
-            session.execute(f"CREATE KEYSPACE IF NOT EXISTS {settings.keyspace} WITH replication = {settings.replication}")
-            for cql in _TABLES:
-                session.execute(_qualify(cql, settings.keyspace))
+            if not create:
+                keyspace = cluster.metadata.keyspaces.get(settings.keyspace)
+                if keyspace is None or "incidents" not in keyspace.tables:
+                    raise MissingIncidentStore(
+                        f"no incident tables in Cassandra keyspace {settings.keyspace!r}; check [cassandra] "
+                        "keyspace (they are made by 'central incidents serve', 'detect' or 'raise')"
+                    )
+            else:
+                session.execute(
+                    f"CREATE KEYSPACE IF NOT EXISTS {settings.keyspace} WITH replication = {settings.replication}"
+                )
+                for cql in _TABLES:
+                    session.execute(_qualify(cql, settings.keyspace))
+        except MissingIncidentStore:
+            cluster.shutdown()
+            raise
         except Exception as exc:  # the driver raises many unrelated types: NoHostAvailable, OperationTimedOut, ...
             cluster.shutdown()
             raise IncidentStoreError(

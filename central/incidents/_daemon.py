@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from central.incidents._errors import IncidentError
+from central.incidents._errors import IncidentError, MissingIncidentStore
 from central.incidents._http import IncidentHTTPServer
 from central.incidents._model import OutboxEvent
 from central.incidents._pagerduty import PagerDutySender
@@ -40,32 +40,47 @@ MAX_GATEWAY_BATCH = 100
 """Gateway notices delivered per pass."""
 
 
-def open_store(settings: CentralSettings) -> IncidentStore:
+def open_store(settings: CentralSettings, *, create: bool = True) -> IncidentStore:
     """The incident store that ``settings.store.backend`` names.
+
+    Args:
+        settings: Central's settings.
+        create: Make the store when it is missing (the service, the detectors,
+            ``raise``). Commands that work on existing incidents pass False: a
+            wrong state dir or keyspace is then refused, not made.
 
     Raises:
         IncidentStoreError: the store cannot be opened.
+        MissingIncidentStore: without ``create``, there is no store.
     """
     if settings.store.backend == "cassandra":
         from central.incidents._cassandra_store import (
             CassandraIncidentStore,  # needs the driver only here
         )
 
-        return CassandraIncidentStore.connect(settings.cassandra)
-    return SQLiteIncidentStore(incident_db_path(settings))
+        return CassandraIncidentStore.connect(settings.cassandra, create=create)
+    path = incident_db_path(settings)
+    if not create and not path.is_file():
+        raise MissingIncidentStore(
+            f"no incident store at {str(path)!r}; check [central] state_dir "
+            "(the store is made by 'central incidents serve', 'detect' or 'raise')"
+        )
+    return SQLiteIncidentStore(path)
+
+
+def build_service(
+    settings: CentralSettings, clock: Clock = time.time, *, create: bool = True
+) -> IncidentService:
+    """An :class:`IncidentService` over the configured store (see :func:`open_store` for ``create``)."""
+    return IncidentService(
+        open_store(settings, create=create), settings.incidents, pagerduty=settings.pagerduty,
+        runbooks=settings.runbooks, clock=clock,
+    )
 
 
 def incident_db_path(settings: CentralSettings) -> Path:
     """The embedded incident store's SQLite file."""
     return Path(settings.central.state_dir) / settings.incidents.db_file
-
-
-def build_service(settings: CentralSettings, clock: Clock = time.time) -> IncidentService:
-    """An :class:`IncidentService` over the configured store."""
-    return IncidentService(
-        open_store(settings), settings.incidents, pagerduty=settings.pagerduty, runbooks=settings.runbooks,
-        clock=clock,
-    )
 
 
 class IncidentDaemon:

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 from central.errors import CentralError
+from pulsegate.config import ConfigError
 
 __all__ = [
     "DuplicateOpenIncident",
@@ -23,6 +24,7 @@ __all__ = [
     "IncidentNotFound",
     "IncidentStoreError",
     "InvalidIncident",
+    "MissingIncidentStore",
     "StaleIncident",
 ]
 
@@ -57,3 +59,7 @@ class DuplicateOpenIncident(IncidentError):
 
 class IncidentStoreError(IncidentError):
     """The incident store could not be read or written."""
+
+
+class MissingIncidentStore(IncidentStoreError, ConfigError):
+    """A command that only reads or changes incidents found no incident store: a wrong state dir or keyspace (exit 2)."""

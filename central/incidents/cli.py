@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 from central.errors import CentralError
-from central.incidents._daemon import IncidentDaemon, build_service, incident_db_path
+from central.incidents._daemon import IncidentDaemon, build_service
 from central.incidents._http import incident_view
 from central.incidents._model import State, iso8601
 from central.incidents._service import IncidentService
@@ -52,14 +52,7 @@ def _service(config_path: Path | None, *, create: bool = False) -> IncidentServi
     )
 
     try:
-        settings = load_settings(config_path)
-        path = incident_db_path(settings)
-        if not create and settings.store.backend != "cassandra" and not path.is_file():
-            raise ConfigError(
-                f"no incident store at {str(path)!r}; check [central] state_dir "
-                "(the store is made by 'central incidents serve', 'detect' or 'raise')"
-            )
-        return build_service(settings)
+        return build_service(load_settings(config_path), create=create)
     except (ConfigError, CentralError) as exc:
         raise click.ClickException(str(exc)) from None
 

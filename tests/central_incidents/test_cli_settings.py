@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import click
@@ -112,3 +113,23 @@ def test_settings_from_toml_and_environment(tmp_path):
 def test_bad_settings_are_refused(factory, message):
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
         factory()
+
+
+@pytest.mark.servers
+def test_reading_a_cassandra_keyspace_that_is_not_there_creates_nothing(tmp_path, cassandra_store):
+    """A mistyped keyspace is refused in one line (exit 2); it must not become a new keyspace."""
+    keyspace = f"pg_typo_{uuid.uuid4().hex[:10]}"
+    config = tmp_path / "central.toml"
+    config.write_text(f'[central]\nstate_dir = "{tmp_path}"\n[store]\nbackend = "cassandra"\n'
+                      f'[cassandra]\nkeyspace = "{keyspace}"\n')
+    pulsegate = Path(sys.executable).parent / "pulsegate"
+    result = subprocess.run([str(pulsegate), "central", "incidents", "list", "--config", str(config)],
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == (
+        f"pulsegate: error: no incident tables in Cassandra keyspace '{keyspace}'; check [cassandra] keyspace "
+        "(they are made by 'central incidents serve', 'detect' or 'raise')\n"
+    )
+    # The session's own store is connected to the same node: ask it whether the keyspace appeared.
+    cassandra_store._cluster.refresh_schema_metadata()
+    assert keyspace not in cassandra_store._cluster.metadata.keyspaces
