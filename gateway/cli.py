@@ -11,6 +11,8 @@ import click
 
 from gateway.settings import GatewaySettings, load_settings
 
+log = logging.getLogger(__name__)
+
 _STATE_DIR_HELP = "State directory (SQLite outbox, keys, control socket) [default: gateway.state_dir]."
 
 
@@ -54,22 +56,47 @@ def run(state_dir: str | None, ports: tuple[str, ...], config: str | None) -> No
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def status(state_dir: str | None, config: str | None, as_json: bool) -> None:
     """Show trackers, the outbox and quarantine (works with or without the daemon)."""
-    from gateway.state_reader import daemon_state, read_status, recorded_identity
+    from gateway.state_reader import read_status
     from gateway.status_view import render_status
-    from gateway.uplink import uplink_status_from_file
 
     settings = _settings(config, state_dir)
     data = read_status(settings.gateway.state_dir)
-    data["daemon"] = daemon_state(settings.gateway.state_dir)
-    data["uplink"] = uplink_status_from_file(Path(settings.gateway.state_dir) / "gateway.sqlite")
-    if not data["daemon"]["running"]:
-        data["uplink"]["state"] = "stopped"  # "down" would suggest a broker outage
-    elif recorded_identity(settings.gateway.state_dir).get("uplink") == "disabled":
-        data["uplink"]["state"] = "disabled"  # bundle-only gym: nothing is down
+    data["daemon"], data["uplink"] = _daemon_and_uplink(Path(settings.gateway.state_dir))
     if as_json:
         click.echo(json.dumps(data, indent=2, sort_keys=True))
     else:
         render_status(data)
+
+
+def _daemon_and_uplink(state_dir: Path) -> tuple[dict, dict]:
+    """The daemon's state and the uplink's, as true as can be known from here.
+
+    The live connection state is only in the running daemon (the file keeps
+    the totals of the last run), so a running daemon is asked over its
+    control socket; a stopped one has no uplink running, which is not "down".
+    """
+    from gateway.state_reader import (
+        DaemonUnreachableError,
+        daemon_state,
+        live_daemon_status,
+        recorded_identity,
+    )
+    from gateway.uplink import uplink_status_from_file
+
+    daemon = daemon_state(state_dir)
+    if daemon["running"]:
+        try:
+            live = live_daemon_status(state_dir)
+        except DaemonUnreachableError as exc:
+            log.warning("%s; the uplink state is unknown", exc)
+            uplink = uplink_status_from_file(state_dir / "gateway.sqlite")
+            uplink.update(state="unknown", running=None, connected=None)
+            return daemon, uplink
+        return {**daemon, **live["daemon"]}, live["uplink"]
+    uplink = uplink_status_from_file(state_dir / "gateway.sqlite")
+    disabled = recorded_identity(state_dir).get("uplink") == "disabled"
+    uplink["state"] = "disabled" if disabled else "stopped"  # "down" would suggest a broker outage
+    return daemon, uplink
 
 
 @gateway.command()
@@ -115,6 +142,7 @@ def salvage(state_dir: str | None, config: str | None) -> None:
 
     The damaged file is kept as gateway.damaged.sqlite beside the new one.
     """
+    from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn
 
     from gateway._salvage import salvage_database
@@ -125,7 +153,11 @@ def salvage(state_dir: str | None, config: str | None) -> None:
     state = Path(settings.gateway.state_dir)
     if daemon_state(state)["running"]:
         raise GatewayError(f"the gateway daemon is running on {str(state)!r}; stop it before salvaging")
-    with Progress(TextColumn("{task.description}"), BarColumn(), transient=True) as bar:
+    # The bar goes to stderr, and only on a terminal: piped, it would leave a
+    # blank line ahead of the summary on stdout.
+    stderr = Console(stderr=True)
+    with Progress(TextColumn("{task.description}"), BarColumn(), transient=True, console=stderr,
+                  disable=not stderr.is_terminal) as bar:
         tasks: dict[str, int] = {}
 
         def progress(table: str, done: int, total: int) -> None:

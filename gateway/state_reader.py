@@ -3,26 +3,73 @@
 This is the one reader the gateway offers to others: ``pulsegate gateway
 status`` uses it when the daemon is not running, and the terminal UI uses it
 as its fallback. It never writes and never needs the daemon.
+
+What only the running daemon knows (the uplink's live connection, the ports)
+is not in the file: ``live_daemon_status`` asks the daemon for it over its
+control socket.
 """
 
 from __future__ import annotations
 
 import fcntl
+import json
 import os
+import socket
 import sqlite3
 import time
 from pathlib import Path
 from typing import Any
 
 from firmware_shim import decode_datum, schema_by_fingerprint
+from gateway._control import SOCKET_FILENAME
 from gateway._outbox import DB_FILENAME, SequenceTracker, damaged, open_database
 from gateway.errors import GatewayError
 
-__all__ = ["read_status", "read_device", "daemon_state", "recorded_identity", "StateDirError"]
+__all__ = [
+    "read_status", "read_device", "daemon_state", "live_daemon_status", "recorded_identity",
+    "StateDirError", "DaemonUnreachableError",
+]
+
+#: A status answer is a few KiB per tracker; a longer line is not a sane daemon.
+_STATUS_REPLY_MAX_BYTES = 16 * 1024 * 1024
 
 
 class StateDirError(GatewayError):
     """The state directory holds no gateway database."""
+
+
+class DaemonUnreachableError(GatewayError):
+    """The daemon holds the state dir's lock but does not answer on its control socket."""
+
+
+def live_daemon_status(state_dir: Path, *, timeout_s: float = 5.0) -> dict[str, Any]:
+    """The running daemon's own status (the control API's ``status``), with the live uplink state.
+
+    Args:
+        state_dir: The daemon's state directory (its control socket is there).
+        timeout_s: How long to wait for the connection and for the answer.
+
+    Returns:
+        The ``status`` result, as CONTROL_API.md describes it.
+
+    Raises:
+        DaemonUnreachableError: no socket, no answer in time, or an error answer.
+    """
+    path = Path(state_dir) / SOCKET_FILENAME
+    try:
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(timeout_s)
+            sock.connect(str(path))
+            stream = sock.makefile("rwb")
+            stream.write(json.dumps({"id": 1, "op": "status", "args": {}}).encode() + b"\n")
+            stream.flush()
+            reply = json.loads(stream.readline(_STATUS_REPLY_MAX_BYTES) or b"null")
+    except (OSError, ValueError) as exc:
+        raise DaemonUnreachableError(f"the gateway daemon does not answer on {str(path)!r}: {exc}") from None
+    if not isinstance(reply, dict) or not reply.get("ok"):
+        error = reply.get("error") if isinstance(reply, dict) else "no reply"
+        raise DaemonUnreachableError(f"the gateway daemon on {str(path)!r} refused its status: {error}")
+    return reply["result"]
 
 
 def daemon_state(state_dir: Path) -> dict[str, Any]:

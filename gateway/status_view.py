@@ -56,4 +56,7 @@ def render_status(status: dict[str, Any], console: Console | None = None) -> Non
     if "uplink" in status:
         uplink = status["uplink"]
         error = f"; last error: {uplink['last_error']}" if uplink.get("last_error") else ""
-        console.print(f"uplink: {uplink.get('state', 'unknown')}, backlog {uplink.get('backlog_records', '-')} records{error}")
+        # "stopped": no daemon, so no uplink is running; that is not a broker outage.
+        state = uplink.get("state", "unknown")
+        shown = "not running (the daemon is stopped)" if state == "stopped" else state
+        console.print(f"uplink: {shown}, backlog {uplink.get('backlog_records', '-')} records{error}")

@@ -78,3 +78,73 @@ def test_salvage_does_not_overwrite_an_earlier_damaged_file(tmp_path: Path) -> N
     assert again.returncode != 0
     assert "exists from an earlier salvage; move it away first" in again.stderr
     assert again.stderr.strip().count("\n") == 0
+
+
+def _btree_pages(db: Path, name: str, page_type: str) -> list[int]:
+    """Page numbers of one b-tree's pages of a type, in key order (SQLite's own dbstat table)."""
+    with sqlite3.connect(db) as conn:
+        return [page for (page,) in conn.execute(
+            "SELECT pageno FROM dbstat WHERE name = ? AND pagetype = ? ORDER BY path", (name, page_type))]
+
+
+def _overwrite_page(db: Path, page: int) -> bytes:
+    """Page ``page`` (1-based) turned to 0xFF, as a failing disk would; returns the file's new bytes."""
+    data = bytearray(db.read_bytes())
+    data[(page - 1) * PAGE_BYTES:page * PAGE_BYTES] = b"\xff" * PAGE_BYTES
+    db.write_bytes(bytes(data))
+    return bytes(data)
+
+
+def test_a_damaged_index_page_costs_no_row(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    original = _fill(state)
+    db = state / "gateway.sqlite"
+    leaves = _btree_pages(db, "idx_outbox_device_id_boot_id_seq", "leaf")
+    assert len(leaves) > 10  # the index spans many pages: one in the middle is hit
+    damaged = _overwrite_page(db, leaves[len(leaves) // 2])
+    with sqlite3.connect(db) as conn:  # the rows themselves still read, past the index
+        assert conn.execute("SELECT count(*) FROM outbox NOT INDEXED").fetchone()[0] == RECORDS
+
+    result = run_cli("gateway", "salvage", "--state-dir", str(state))
+    assert result.returncode == 0, result.stderr
+    assert (state / "gateway.damaged.sqlite").read_bytes() == damaged
+    with sqlite3.connect(db) as conn:
+        salvaged = {r[0]: tuple(r[1:]) for r in conn.execute("SELECT id, device_id, seq, datum FROM outbox")}
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert salvaged == original  # every row, each as committed
+    # The summary once, on stdout, from its first line; nothing repeated on stderr.
+    assert result.stdout.splitlines()[0] == "identity: 0 rows copied, 0 unreadable"
+    assert f"outbox: {RECORDS} rows copied, 0 unreadable" in result.stdout.splitlines()
+    assert result.stderr == ""
+
+
+def test_a_damaged_last_outbox_page_loses_only_its_rows(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    original = _fill(state)
+    db = state / "gateway.sqlite"
+    last_leaf = _btree_pages(db, "outbox", "leaf")[-1]
+    with sqlite3.connect(db) as conn:  # one cell per row on a table leaf
+        cells = conn.execute("SELECT ncell FROM dbstat WHERE name = 'outbox' AND pageno = ?", (last_leaf,)).fetchone()[0]
+    assert 0 < cells < RECORDS
+    _overwrite_page(db, last_leaf)
+
+    result = run_cli("gateway", "salvage", "--state-dir", str(state))
+    assert result.returncode == 0, result.stderr
+    with sqlite3.connect(db) as conn:
+        salvaged = {r[0]: tuple(r[1:]) for r in conn.execute("SELECT id, device_id, seq, datum FROM outbox")}
+    # The rightmost leaf holds the highest ids: exactly those are gone, the rest kept as committed.
+    assert sorted(salvaged) == list(range(1, RECORDS - cells + 1))
+    assert all(original[row_id] == row for row_id, row in salvaged.items())
+    assert f"outbox: {RECORDS - cells} rows copied, {cells} unreadable" in result.stdout.splitlines()
+
+
+def test_salvage_refuses_an_empty_file_and_leaves_it(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "gateway.sqlite").write_bytes(b"")
+    result = run_cli("gateway", "salvage", "--state-dir", str(state))
+    assert result.returncode != 0
+    assert "nothing to salvage" in result.stderr and "is empty (0 bytes)" in result.stderr
+    assert result.stderr.strip().count("\n") == 0
+    assert sorted(p.name for p in state.iterdir()) == ["gateway.sqlite"]
+    assert (state / "gateway.sqlite").read_bytes() == b""
