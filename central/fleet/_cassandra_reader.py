@@ -28,7 +28,13 @@ from cassandra.query import tuple_factory
 
 from central.fleet._activity import Arrival, DeviceActivity, GatewayActivity
 from central.settings import CassandraSettings
-from central.store import RangeRow, StoreError, StoreUnavailable, day_of
+from central.store import (
+    RangeRow,
+    StoreError,
+    StoreUnavailable,
+    cassandra_driver_errors_quiet,
+    day_of,
+)
 
 __all__ = ["CassandraFleetReader"]
 
@@ -75,14 +81,15 @@ class CassandraFleetReader:
             ) from exc
         ks = self.keyspace
         try:
-            self._newest = self._session.prepare(
-                f"SELECT device_id, timestamp_us, ingested_at_us, gateway_id, site, sample.battery_pct "
-                f"FROM {ks}.telemetry WHERE device_id = ? AND day = ? LIMIT 1"
-            )
-            self._window = self._session.prepare(
-                f"SELECT gateway_id, site, device_id, ingested_at_us, timestamp_us FROM {ks}.telemetry "
-                "WHERE device_id = ? AND day = ? AND timestamp_us >= ? AND timestamp_us < ?"
-            )
+            with cassandra_driver_errors_quiet():  # the StoreError below says it in one line
+                self._newest = self._session.prepare(
+                    f"SELECT device_id, timestamp_us, ingested_at_us, gateway_id, site, sample.battery_pct "
+                    f"FROM {ks}.telemetry WHERE device_id = ? AND day = ? LIMIT 1"
+                )
+                self._window = self._session.prepare(
+                    f"SELECT gateway_id, site, device_id, ingested_at_us, timestamp_us FROM {ks}.telemetry "
+                    "WHERE device_id = ? AND day = ? AND timestamp_us >= ? AND timestamp_us < ?"
+                )
         except Exception as exc:  # InvalidRequest when the tables are missing
             self._cluster.shutdown()
             raise StoreError(

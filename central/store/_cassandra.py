@@ -70,6 +70,7 @@ from central.store._model import (
     StoreError,
     StoreUnavailable,
     TelemetryRow,
+    cassandra_driver_errors_quiet,
     days_between,
     range_rows,
 )
@@ -182,13 +183,9 @@ class CassandraStore:
         self._statements: dict[str, PreparedStatement] = {}
 
     def _connect(self) -> Session:
-        # The driver logs a refused connection as an ERROR with a traceback;
-        # the StoreUnavailable below says it in one line instead.
-        driver_log = logging.getLogger("cassandra.cluster")
-        level = driver_log.level
-        driver_log.setLevel(logging.CRITICAL)
         try:
-            return self._cluster.connect()
+            with cassandra_driver_errors_quiet():  # the StoreUnavailable below says it in one line
+                return self._cluster.connect()
         except NoHostAvailable as exc:
             self._cluster.shutdown()
             hosts = ", ".join(f"{h}:{self.settings.port}" for h in self.settings.hosts)
@@ -196,8 +193,6 @@ class CassandraStore:
                 f"cannot reach Cassandra at {hosts}; start it "
                 "('packaging/services/pulsegate-services start cassandra') or fix [cassandra] hosts"
             ) from exc
-        finally:
-            driver_log.setLevel(level)
 
     def init_schema(self) -> None:
         for statement in _ddl(self.settings):
@@ -233,7 +228,8 @@ class CassandraStore:
                 "AND day = ? AND timestamp_us >= ? AND timestamp_us < ?",
             }[name]
             try:
-                statement = self._session.prepare(cql)
+                with cassandra_driver_errors_quiet():  # the errors below say it in one line
+                    statement = self._session.prepare(cql)
             except _PERMANENT as exc:
                 raise StoreError(
                     f"keyspace {ks!r} lacks central's tables ({exc}); run 'pulsegate central db init'"

@@ -173,6 +173,30 @@ def test_db_init_creates_the_partitioned_tables(cassandra_config: Path, keyspace
         store.close()
 
 
+@pytest.mark.parametrize("command", [["ledger"], ["fleet"], ["incidents", "list"]])
+def test_reading_a_keyspace_that_is_not_there_is_one_line_and_creates_nothing(
+    cassandra_config: Path, keyspace: str, command: list[str]
+) -> None:
+    result = run_cli("central", *command, "--config", str(cassandra_config))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("pulsegate: error: "), result.stderr
+    assert keyspace in result.stderr
+    probe = _store_settings_only(cassandra_config)
+    try:
+        assert keyspace not in probe._cluster.metadata.keyspaces
+    finally:
+        probe.close()
+
+
+def _store_settings_only(config: Path) -> CassandraStore:
+    """A store on the config's node, connected without its keyspace (which may not exist)."""
+    settings = load_settings(config)
+    settings.cassandra.keyspace = "system"
+    store = open_store(settings)
+    assert isinstance(store, CassandraStore)
+    return store
+
+
 def test_cassandra_store_upserts_idempotently_and_keeps_the_ledger(cassandra_config: Path) -> None:
     _db_init(cassandra_config)
     store = _store(cassandra_config)
