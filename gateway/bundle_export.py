@@ -64,7 +64,12 @@ def export_bundle(
     """
     state_dir = Path(settings.gateway.state_dir)
     if not (state_dir / DB_FILENAME).exists():
-        raise GatewayError(f"no gateway database in {str(state_dir)!r}; pass the --state-dir the gateway runs with")
+        from gateway.state_reader import (
+            StateDirError,  # here: state_reader's imports reach this module
+        )
+
+        # A wrong --state-dir is a usage error (exit 2), as for status and public-key.
+        raise StateDirError(f"no gateway database in {str(state_dir)!r}; pass the --state-dir the gateway runs with")
     if not Path(out).parent.is_dir():
         raise GatewayError(f"cannot write {str(out)!r}: folder {str(Path(out).parent)!r} does not exist (is the USB stick mounted?)")
     key = ensure_signing_key(state_dir)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -88,12 +89,14 @@ def _clear_state_dir(state: Path) -> None:
     """Delete an earlier demo's folder; refuse to delete anything else."""
     if not state.exists():
         return
+    # A wrong --state-dir is a usage error (exit 2), named like click names bad options.
     if not state.is_dir():
-        raise GatewayError(f"--state-dir {str(state)!r} is a file; give a folder for the demo's state")
+        raise click.BadParameter(f"{str(state)!r} is a file; give a folder for the demo's state",
+                                 param_hint="'--state-dir'")
     if any(state.iterdir()) and not (state / _MARKER).exists():
-        raise GatewayError(
-            f"--state-dir {str(state)!r} is not empty and not an earlier demo's folder; "
-            "the demo wipes its state dir, so give a new or empty folder"
+        raise click.BadParameter(
+            f"{str(state)!r} is not empty and not an earlier demo's folder; "
+            "the demo wipes its state dir, so give a new or empty folder", param_hint="'--state-dir'"
         )
     shutil.rmtree(state)
 

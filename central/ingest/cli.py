@@ -182,14 +182,20 @@ def import_command(bundle: str, config: str | None) -> None:
     """
     from central.store import open_store
     from firmware_shim.bundle_format import load_trusted_keys
+    from pulsegate.config import ConfigError
 
     settings = load_settings(config)
     # The store before the bundle: a wrong state_dir or a store without
     # tables is one line at once, not after a long verification.
     store = open_store(settings, create=False)
     try:
-        keys_dir = settings.bundle.trusted_keys_dir or settings.central.state_dir / "trusted-keys"
-        trusted = load_trusted_keys(Path(keys_dir))
+        keys_dir = Path(settings.bundle.trusted_keys_dir or settings.central.state_dir / "trusted-keys")
+        if not keys_dir.is_dir():  # configuration, not a bad bundle: exit 2
+            raise ConfigError(
+                f"trusted keys folder {str(keys_dir)!r} does not exist; create it and copy each gateway's "
+                "<gateway_id>.pub into it, or set [bundle] trusted_keys_dir"
+            )
+        trusted = load_trusted_keys(keys_dir)
         result = _import_with_progress(store, bundle, trusted, settings)
     finally:
         store.close()

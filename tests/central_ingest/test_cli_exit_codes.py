@@ -39,6 +39,11 @@ USAGE_OR_CONFIG: dict[str, tuple[Case, str]] = {
     ),
     "no-incident-store-yet": (lambda t: _central(t, "incidents", "list"), "no incident store at"),
     "negative-prefetch": (lambda t: _central(t, "ingest", ingest={"prefetch_count": -5}), "ingest.prefetch_count"),
+    "gateway-export-wrong-state-dir": (
+        lambda t: ["gateway", "export", "--state-dir", str(t), "--out", str(t / "b.pgbundle")], "no gateway database"
+    ),
+    "no-trusted-keys-folder": (lambda t: _import_without_keys(t), "trusted keys folder"),
+    "demo-into-a-foreign-folder": (lambda t: _demo_into_foreign_folder(t), "not an earlier demo's folder"),
     "gateway-status-wrong-state-dir": (lambda t: ["gateway", "status", "--state-dir", str(t)], "no gateway database"),
 }
 
@@ -64,6 +69,18 @@ def _missing_incident(tmp_path: Path) -> list[str]:
     raised = run_cli(*_central(tmp_path, "incidents", "raise", "ledger_gap", "device:TR-1", "gap", "--actor", "a"))
     assert raised.returncode == 0, raised.stderr
     return _central(tmp_path, "incidents", "close", "INC-missing", "--actor", "a")
+
+
+def _import_without_keys(tmp_path: Path) -> list[str]:
+    args = _central(tmp_path, "import", str(tmp_path / "some.pgbundle"))
+    assert run_cli("central", "db", "init", "--config", args[-1]).returncode == 0
+    (tmp_path / "some.pgbundle").write_bytes(b"Obj\x01" + b"\x00" * 300)
+    return args
+
+
+def _demo_into_foreign_folder(tmp_path: Path) -> list[str]:
+    (tmp_path / "notes.txt").write_text("not a demo's\n")
+    return ["demo", "--state-dir", str(tmp_path)]
 
 
 def _bad_bundle(tmp_path: Path) -> list[str]:
