@@ -64,7 +64,7 @@ class Detectors:
         """
         store = open_store(settings)
         try:
-            reader = open_fleet_reader(settings, clock)
+            reader = open_fleet_reader(settings)
         except BaseException:
             store.close()
             raise

@@ -4,21 +4,17 @@ Cassandra has no cross-partition aggregates, so the reader works from the
 ledger (one scan of ``ledger_ranges``, as ``pulsegate central ledger`` does)
 and reads each device's newest telemetry partition with concurrent queries.
 
-Known limit: the telemetry table is keyed by sample time, not by receive
-time, so :meth:`CassandraFleetReader.arrivals` finds records received in the
-window only if their sample time is at most one window older than the window
-start. A backlog older than that is not seen in arrivals (the backlog
-detector misses it); a per-batch arrivals table written by ingest would
-close this.
+The telemetry table is keyed by sample time, so two small tables the store
+writes beside it answer what the fleet asks by other keys: ``device_days``
+(each device's newest partition, however old its samples) and ``arrivals``
+(what central wrote in a window of receive time).
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
-from datetime import date, timedelta
+from collections.abc import Sequence
 from typing import Any
 
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable
@@ -29,20 +25,17 @@ from cassandra.query import tuple_factory
 from central.fleet._activity import Arrival, DeviceActivity, GatewayActivity
 from central.settings import CassandraSettings
 from central.store import (
+    ARRIVAL_HOUR_US,
     RangeRow,
     StoreError,
     StoreUnavailable,
     cassandra_driver_errors_quiet,
-    day_of,
 )
 
 __all__ = ["CassandraFleetReader"]
 
 log = logging.getLogger(__name__)
 
-#: Days of telemetry partitions searched (newest first) for a device's newest
-#: record; a device silent for longer shows only in the ledger.
-NEWEST_LOOKBACK_DAYS = 8
 #: Partitions read at once: bounds the driver's in-flight requests.
 _CONCURRENCY = 64
 
@@ -54,9 +47,8 @@ class CassandraFleetReader:
         StoreUnavailable: Cassandra cannot be reached.
     """
 
-    def __init__(self, settings: CassandraSettings, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, settings: CassandraSettings) -> None:
         self.keyspace = settings.keyspace
-        self._clock = clock
         profile = ExecutionProfile(
             load_balancing_policy=TokenAwarePolicy(
                 DCAwareRoundRobinPolicy(local_dc=settings.local_dc or None)
@@ -82,13 +74,16 @@ class CassandraFleetReader:
         ks = self.keyspace
         try:
             with cassandra_driver_errors_quiet():  # the StoreError below says it in one line
+                self._newest_day = self._session.prepare(
+                    f"SELECT day FROM {ks}.device_days WHERE device_id = ? LIMIT 1"
+                )
+                self._arrivals = self._session.prepare(
+                    f"SELECT gateway_id, site, device_id, ingested_at_us, oldest_sample_us, newest_sample_us, "
+                    f"records FROM {ks}.arrivals WHERE hour = ? AND ingested_at_us >= ? AND ingested_at_us < ?"
+                )
                 self._newest = self._session.prepare(
                     f"SELECT device_id, timestamp_us, ingested_at_us, gateway_id, site, sample.battery_pct "
                     f"FROM {ks}.telemetry WHERE device_id = ? AND day = ? LIMIT 1"
-                )
-                self._window = self._session.prepare(
-                    f"SELECT gateway_id, site, device_id, ingested_at_us, timestamp_us FROM {ks}.telemetry "
-                    "WHERE device_id = ? AND day = ? AND timestamp_us >= ? AND timestamp_us < ?"
                 )
         except Exception as exc:  # InvalidRequest when the tables are missing
             self._cluster.shutdown()
@@ -126,23 +121,16 @@ class CassandraFleetReader:
         last_received: dict[str, int] = defaultdict(int)
         for row in self.ledger_rows():
             last_received[row.device_id] = max(last_received[row.device_id], row.written_at_us or 0)
-        pending = sorted(last_received)
-        # Tomorrow too: a tracker whose clock runs ahead writes there.
-        first_day = day_of(int(self._clock() * 1_000_000)) + timedelta(days=1)
-        found: list[DeviceActivity] = []
-        for back in range(NEWEST_LOOKBACK_DAYS + 1):
-            if not pending:
-                break
-            day = first_day - timedelta(days=back)
-            results = self._concurrent(self._newest, [(device, day) for device in pending])
-            missing = []
-            for device, rows in zip(pending, results, strict=True):
-                if rows:
-                    found.append(DeviceActivity(*rows[0], last_received[device]))
-                else:
-                    missing.append(device)
-            pending = missing
-        return found
+        devices = sorted(last_received)
+        newest_days = self._concurrent(self._newest_day, [(device,) for device in devices])
+        partitions = [
+            (device, days[0][0]) for device, days in zip(devices, newest_days, strict=True) if days
+        ]
+        return [
+            DeviceActivity(*rows[0], last_received[device])
+            for (device, _), rows in zip(partitions, self._concurrent(self._newest, partitions), strict=True)
+            if rows
+        ]
 
     def gateways(self) -> list[GatewayActivity]:
         newest: dict[str, GatewayActivity] = {}
@@ -157,31 +145,14 @@ class CassandraFleetReader:
         return list(newest.values())
 
     def arrivals(self, since_us: int, until_us: int) -> list[Arrival]:
-        devices = sorted(
-            {row.device_id for row in self.ledger_rows() if (row.written_at_us or 0) >= since_us}
-        )
-        sample_start_us = since_us - (until_us - since_us)
-        params = [
-            (device, day, sample_start_us, until_us + (until_us - since_us))
-            for device in devices
-            for day in _days(sample_start_us, until_us + (until_us - since_us))
+        hours = range(since_us // ARRIVAL_HOUR_US, (until_us - 1) // ARRIVAL_HOUR_US + 1)
+        found = [
+            Arrival(*row)
+            for rows in self._concurrent(self._arrivals, [(hour, since_us, until_us) for hour in hours])
+            for row in rows
         ]
-        groups: dict[tuple[str, str, str, int], list[int]] = defaultdict(list)
-        for rows in self._concurrent(self._window, params):
-            for gateway_id, site, device_id, received_us, sample_us in rows:
-                if since_us <= received_us < until_us:
-                    groups[(gateway_id, site, device_id, received_us)].append(sample_us)
-        return [
-            Arrival(gw, site, dev, received, min(samples), max(samples), len(samples))
-            for (gw, site, dev, received), samples in sorted(
-                groups.items(), key=lambda item: item[0][3]
-            )
-        ]
+        return sorted(found, key=lambda arrival: arrival.received_us)
 
     def close(self) -> None:
         self._cluster.shutdown()
 
-
-def _days(start_us: int, end_us: int) -> Iterable[date]:
-    first, last = day_of(start_us), day_of(end_us - 1)
-    return [first + timedelta(days=i) for i in range((last - first).days + 1)]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from central.fleet._activity import FleetReader
@@ -14,9 +12,7 @@ if TYPE_CHECKING:
 __all__ = ["open_fleet_reader"]
 
 
-def open_fleet_reader(
-    settings: CentralSettings, clock: Callable[[], float] = time.time
-) -> FleetReader:
+def open_fleet_reader(settings: CentralSettings) -> FleetReader:
     """The :class:`FleetReader` over the store ``[store] backend`` names.
 
     Raises:
@@ -28,7 +24,7 @@ def open_fleet_reader(
             CassandraFleetReader,  # the driver only when needed
         )
 
-        return CassandraFleetReader(settings.cassandra, clock)
+        return CassandraFleetReader(settings.cassandra)
     from central.fleet._sqlite_reader import SqliteFleetReader
     from central.store import sqlite_path
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from central.store._model import (
+    ARRIVAL_HOUR_US,
     COLUMNS,
     RangeRow,
     StoreError,
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from central.settings import CentralSettings
 
 __all__ = [
+    "ARRIVAL_HOUR_US",
     "COLUMNS",
     "RangeRow",
     "StoreError",

@@ -15,6 +15,14 @@ Tables (keyspace from ``[cassandra] keyspace``):
     the ranges of :mod:`central.ledger`, one partition per boot.
 ``ledger_boots``  ``PRIMARY KEY (device_id, boot_id)``: the boots of a device,
     so one device's ledger is read without a scan.
+``device_days``  ``PRIMARY KEY (device_id, day)``, newest first: the telemetry
+    partitions a device has, so its newest samples are found however old
+    they are (a gym that syncs a month late).
+``arrivals``  ``PRIMARY KEY ((hour), ingested_at_us, device_id, gateway_id, site)``:
+    one row per device and store write, partitioned by the hour central wrote
+    it, so "what arrived in the last N minutes" needs no scan of telemetry
+    (which is keyed by sample time). A redelivered batch arrives again, under
+    its new receive time.
 
 Writes are prepared, idempotent, at ``[cassandra] consistency``, sent with the
 driver's ``execute_concurrent``. Rows of one partition go as one
@@ -66,6 +74,7 @@ from central.store._cql_values import (
     encode_row,
 )
 from central.store._model import (
+    ARRIVAL_HOUR_US,
     RangeRow,
     StoreError,
     StoreUnavailable,
@@ -103,6 +112,11 @@ def _ddl(settings: CassandraSettings) -> list[str]:
         "PRIMARY KEY ((device_id, boot_id), first_seq, last_seq))",
         f"CREATE TABLE IF NOT EXISTS {ks}.ledger_boots (device_id text, boot_id uuid, "
         "PRIMARY KEY (device_id, boot_id))",
+        f"CREATE TABLE IF NOT EXISTS {ks}.device_days (device_id text, day date, "
+        "PRIMARY KEY (device_id, day)) WITH CLUSTERING ORDER BY (day DESC)",
+        f"CREATE TABLE IF NOT EXISTS {ks}.arrivals (hour bigint, ingested_at_us bigint, device_id text, "
+        "gateway_id text, site text, oldest_sample_us bigint, newest_sample_us bigint, records int, "
+        "PRIMARY KEY ((hour), ingested_at_us, device_id, gateway_id, site))",
     ]
 
 
@@ -131,6 +145,17 @@ def _partition_batch(insert: PreparedStatement, rows: Sequence[TelemetryRow]) ->
     query_id = insert.query_id
     batch._statements_and_parameters.extend((True, query_id, encode_row(row)) for row in rows[1:])
     return batch
+
+
+def arrival_rows(rows: Sequence[TelemetryRow]) -> list[tuple[Any, ...]]:
+    """One ``arrivals`` row per (receive time, device, gateway, site) among ``rows``."""
+    groups: dict[tuple[int, str, str, str], list[int]] = defaultdict(list)
+    for row in rows:
+        groups[(row.ingested_at_us, row.device_id, row.gateway_id, row.site)].append(row.timestamp_us)
+    return [
+        (received_us // ARRIVAL_HOUR_US, received_us, device, gateway, site, min(ts), max(ts), len(ts))
+        for (received_us, device, gateway, site), ts in groups.items()
+    ]
 
 
 def _bound_columns(statement: PreparedStatement) -> list[tuple[str, str]]:
@@ -219,6 +244,9 @@ class CassandraStore:
                 f"VALUES ({', '.join('?' * (len(ROW_COLUMNS) + 1))})",
                 "range": f"INSERT INTO {ks}.ledger_ranges ({', '.join(_RANGE_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 "boot": f"INSERT INTO {ks}.ledger_boots (device_id, boot_id) VALUES (?, ?)",
+                "device_day": f"INSERT INTO {ks}.device_days (device_id, day) VALUES (?, ?)",
+                "arrival": f"INSERT INTO {ks}.arrivals (hour, ingested_at_us, device_id, gateway_id, site, "
+                "oldest_sample_us, newest_sample_us, records) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 "delete_range": f"DELETE FROM {ks}.ledger_ranges WHERE device_id = ? AND boot_id = ? "
                 "AND first_seq = ? AND last_seq = ?",
                 "boot_ranges": f"SELECT {', '.join(_RANGE_COLUMNS)} FROM {ks}.ledger_ranges "
@@ -253,12 +281,15 @@ class CassandraStore:
             self._run_concurrent([(batch, None) for batch in self._partition_batches(insert, rows)])
         else:
             self._run_concurrent([(_bound(insert, row), None) for row in rows])
-        # The ledger only after every row is in: a range row claims its rows are held.
-        # Ranges and boots in one round: neither claims anything about the other.
-        range_insert, boot_insert = self._prepared("range"), self._prepared("boot")
+        # The ledger (and the indexes below) only after every row is in: a range
+        # row claims its rows are held. One round: none claims anything about another.
         boots = {(r.device_id, r.boot_id) for r in ranges}
+        days = {(row.device_id, row.day) for row in rows}
         self._run_concurrent(
-            [(range_insert, r) for r in ranges] + [(boot_insert, b) for b in boots]
+            [(self._prepared("range"), r) for r in ranges]
+            + [(self._prepared("boot"), b) for b in boots]
+            + [(self._prepared("device_day"), d) for d in days]
+            + [(self._prepared("arrival"), a) for a in arrival_rows(rows)]
         )
 
     def _partition_batches(

@@ -24,7 +24,12 @@ __all__ = [
     "range_rows",
     "day_of",
     "cassandra_driver_errors_quiet",
+    "ARRIVAL_HOUR_US",
 ]
+
+#: Width of a Cassandra ``arrivals`` partition: one hour of store writes
+#: (the store writes it, the fleet reader reads it).
+ARRIVAL_HOUR_US = 3_600_000_000
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _EPOCH_DATE = date(1970, 1, 1)

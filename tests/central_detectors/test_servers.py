@@ -93,6 +93,32 @@ def test_heart_rate_and_gap_on_cassandra(
         detectors.close()
 
 
+def test_a_gym_that_syncs_years_late_is_seen_on_cassandra(
+    cassandra_settings: CentralSettings, cassandra_store: TelemetryStore, clock: FakeClock
+) -> None:
+    """Samples from December 2012, written now: fleet, arrivals and detectors find them by receive time."""
+    cassandra_settings.detectors.enabled = ["heart_rate_out_of_band"]
+    tracker = Tracker(cassandra_store, "TR-LATE")
+    taken_us = 1_356_000_000 * US  # 2012-12-20T10:40:00Z
+    received_us = clock.now_us - 5 * US
+    # A minute above the band: past heart_rate_fire_after_s (30 s) in sample time.
+    tracker.send(every_second(taken_us, 61, heart_rate_bpm=190), received_us=received_us)
+    detectors = Detectors.open(cassandra_settings, clock)
+    try:
+        arrivals = detectors.reader.arrivals(clock.now_us - 60 * US, clock.now_us + 1)
+        assert [(a.device_id, a.received_us, a.records, a.oldest_sample_us, a.newest_sample_us)
+                for a in arrivals] == [("TR-LATE", received_us, 61, taken_us, taken_us + 60 * US)]
+        assert [a.kind for a in detectors.run_pass()] == ["heart_rate_out_of_band"]
+        assert len(incidents_of(detectors, "heart_rate_out_of_band")) == 1
+        doc = build_fleet_report(
+            cassandra_settings, detectors.reader, detectors.store, detectors.service, clock()
+        ).as_json()
+        (device,) = doc["devices"]
+        assert (device["device_id"], device["battery_pct"]) == ("TR-LATE", 80)
+    finally:
+        detectors.close()
+
+
 def test_dead_letter_depth_raises_grows_and_resolves(
     settings: CentralSettings, store: TelemetryStore, clock: FakeClock, amqp_url: str
 ) -> None:
