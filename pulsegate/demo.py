@@ -242,7 +242,8 @@ def _carry_to_central(console: Console, state: Path, gateway_settings: Any, tota
     _run_command(commands["ledger"], "--config", str(config))
     console.print("\n[bold]Detectors[/bold] (one pass)")
     _run_command(commands["detect"], "--once", "--config", str(config))
-    console.print("\n[bold]Incidents[/bold]")
+    console.print("\n[bold]Incidents[/bold] (the recordings' episodes ended long ago, so each is recorded "
+                  "resolved; 'pulsegate central incidents show ID' tells when it ended)")
     _run_command(commands["incidents"], "list", "--config", str(config))
 
     from central.settings import load_settings
