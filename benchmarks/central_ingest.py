@@ -298,7 +298,12 @@ def end_to_end(
             subprocess.Popen(
                 [str(Path(sys.executable).parent / "pulsegate"), "central", "ingest"]
                 + ["--config", str(config)],
-                env={**os.environ, "PULSEGATE_INGEST_METRICS_ADDRESS": f"127.0.0.1:{port}"},
+                # WARNING: the workers' INFO lines would interleave with the figures.
+                env={
+                    **os.environ,
+                    "PULSEGATE_INGEST_METRICS_ADDRESS": f"127.0.0.1:{port}",
+                    "PULSEGATE_LOG_LEVEL": os.environ.get("PULSEGATE_LOG_LEVEL", "WARNING"),
+                },
             )
             for port in ports
         ]
