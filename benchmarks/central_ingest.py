@@ -13,8 +13,8 @@ Prints records per second for, on the same rows in the same run:
 Beside each rate it prints the CPU time per record of the Cassandra JVM and
 of the Python side (this process, or the ingest workers in steady state):
 on a 2-core machine their sum bounds the rate at 2 s / (sum) records/s.
-Measured 2026-12-04 with two workers: Cassandra ~35-42 µs and the workers
-~60-63 µs a record, 18,700-20,600 records/s in steady state (goal 15,000).
+Measured 2026-12-04 with two workers: Cassandra ~30-44 µs and the workers
+~53-63 µs a record, 18,700-22,500 records/s in steady state (goal 15,000).
 
 Cassandra should run with the full JIT (the test default stops at C1):
 ``PULSEGATE_CASSANDRA_JVM_OPTS=-XX:TieredStopAtLevel=4 packaging/services/pulsegate-services restart cassandra``;
