@@ -29,8 +29,8 @@ from central.store import (
     RangeRow,
     StoreError,
     StoreUnavailable,
-    cassandra_driver_errors_quiet,
 )
+from pulsegate.log_quieting import logger_quieted
 
 __all__ = ["CassandraFleetReader"]
 
@@ -73,7 +73,7 @@ class CassandraFleetReader:
             ) from exc
         ks = self.keyspace
         try:
-            with cassandra_driver_errors_quiet():  # the StoreError below says it in one line
+            with logger_quieted("cassandra.cluster"):  # the StoreError below says it in one line
                 self._newest_day = self._session.prepare(
                     f"SELECT day FROM {ks}.device_days WHERE device_id = ? LIMIT 1"
                 )

@@ -1,16 +1,13 @@
 """Connecting to the broker as an operator wants it told: one line per failure, refusals final.
 
-pika logs every failed connection attempt at ERROR with a traceback (seven
-lines or more a retry); the callers here say it once in their own words.
-A refused login or an unknown vhost is an answer, not an outage: no retry
-can change it, so it ends the command with a line naming what to check.
+Callers quiet pika's own logging while they connect
+(:func:`pulsegate.log_quieting.logger_quieted`) and say each failure once
+in their own words. A refused login or an unknown vhost is an answer, not
+an outage: no retry can change it, so it ends the command with a line
+naming what to check.
 """
 
 from __future__ import annotations
-
-import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pika
 from pika.exceptions import ProbableAccessDeniedError, ProbableAuthenticationError
@@ -18,7 +15,7 @@ from pika.exceptions import ProbableAccessDeniedError, ProbableAuthenticationErr
 from central.errors import CentralError
 from pulsegate.config import ConfigError
 
-__all__ = ["REFUSALS", "BrokerRefused", "pika_errors_silenced", "refused"]
+__all__ = ["REFUSALS", "BrokerRefused", "refused"]
 
 #: What pika raises when the broker answered and said no.
 REFUSALS = (ProbableAccessDeniedError, ProbableAuthenticationError)
@@ -26,18 +23,6 @@ REFUSALS = (ProbableAccessDeniedError, ProbableAuthenticationError)
 
 class BrokerRefused(CentralError, ConfigError):
     """The broker refused the login or the vhost: fix ``amqp.url`` (a configuration error, exit 2)."""
-
-
-@contextmanager
-def pika_errors_silenced() -> Iterator[None]:
-    """Keep pika's ERROR tracebacks and WARNINGs out of the log; the caller reports in one line."""
-    pika_log = logging.getLogger("pika")
-    level = pika_log.level
-    pika_log.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        pika_log.setLevel(level)
 
 
 def refused(params: pika.URLParameters, exc: BaseException) -> BrokerRefused:

@@ -39,8 +39,9 @@ from tenacity import (
 )
 
 from central.errors import CentralError
-from central.ingest._broker_login import REFUSALS, pika_errors_silenced, refused
+from central.ingest._broker_login import REFUSALS, refused
 from firmware_shim.amqp_topology import DEAD_LETTER_QUEUE, EXCHANGE
+from pulsegate.log_quieting import logger_quieted
 
 __all__ = [
     "DeadLetter",
@@ -97,7 +98,7 @@ def open_channel(amqp_url: str) -> tuple[pika.BlockingConnection, BlockingChanne
     """
     params = pika.URLParameters(amqp_url)
     try:
-        with pika_errors_silenced():
+        with logger_quieted("pika"):
             connection = Retrying(
                 retry=retry_if_exception_type(AMQPConnectionError)
                 & retry_if_not_exception_type(REFUSALS),
@@ -138,7 +139,7 @@ def describe(method: Any, properties: pika.BasicProperties) -> DeadLetter:
 
 def _dead_letter_count(channel: BlockingChannel) -> int:
     try:
-        with pika_errors_silenced():  # pika logs the broker's 404 as a WARNING; the line below says it
+        with logger_quieted("pika"):  # pika logs the broker's 404 as a WARNING; the line below says it
             return channel.queue_declare(DEAD_LETTER_QUEUE, passive=True).method.message_count
     except ChannelClosedByBroker:
         raise CentralError(

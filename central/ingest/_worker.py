@@ -37,7 +37,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from central.ingest._broker_login import REFUSALS, pika_errors_silenced, refused
+from central.ingest._broker_login import REFUSALS, refused
 from central.ingest._dead_letters import (
     ERROR_HEADER,
     REASON_HEADER,
@@ -56,6 +56,7 @@ from central.ingest._metrics import (
 from central.settings import CentralSettings
 from central.store import StoreError, StoreUnavailable, TelemetryStore
 from firmware_shim.amqp_topology import DEAD_LETTER_EXCHANGE, INGEST_QUEUE, declare_topology
+from pulsegate.log_quieting import logger_quieted
 
 __all__ = ["IngestWorker"]
 
@@ -161,7 +162,7 @@ class IngestWorker:
             reraise=True,
         )
         try:
-            with pika_errors_silenced():
+            with logger_quieted("pika"):
                 connection = retrying(pika.BlockingConnection, params)
         except REFUSALS as exc:
             raise refused(params, exc) from None

@@ -79,10 +79,10 @@ from central.store._model import (
     StoreError,
     StoreUnavailable,
     TelemetryRow,
-    cassandra_driver_errors_quiet,
     days_between,
     range_rows,
 )
+from pulsegate.log_quieting import logger_quieted
 
 __all__ = ["CassandraStore"]
 
@@ -209,7 +209,7 @@ class CassandraStore:
 
     def _connect(self) -> Session:
         try:
-            with cassandra_driver_errors_quiet():  # the StoreUnavailable below says it in one line
+            with logger_quieted("cassandra.cluster"):  # the StoreUnavailable below says it in one line
                 return self._cluster.connect()
         except NoHostAvailable as exc:
             self._cluster.shutdown()
@@ -256,7 +256,7 @@ class CassandraStore:
                 "AND day = ? AND timestamp_us >= ? AND timestamp_us < ?",
             }[name]
             try:
-                with cassandra_driver_errors_quiet():  # the errors below say it in one line
+                with logger_quieted("cassandra.cluster"):  # the errors below say it in one line
                     statement = self._session.prepare(cql)
             except _PERMANENT as exc:
                 raise StoreError(

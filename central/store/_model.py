@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import logging
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, NamedTuple, Protocol
 
@@ -23,7 +21,6 @@ __all__ = [
     "rows_from_records",
     "range_rows",
     "day_of",
-    "cassandra_driver_errors_quiet",
     "ARRIVAL_HOUR_US",
 ]
 
@@ -258,18 +255,3 @@ def days_between(start_us: int, end_us: int) -> list[date]:
         )
     first, last = day_of(start_us), day_of(end_us - 1)
     return [first + timedelta(days=i) for i in range((last - first).days + 1)]
-
-
-@contextmanager
-def cassandra_driver_errors_quiet() -> Iterator[None]:
-    """Keep the Cassandra driver's ERROR tracebacks (a refused connect or prepare) out of the log.
-
-    The callers turn the same failure into one line (a StoreError naming the fix).
-    """
-    driver_log = logging.getLogger("cassandra.cluster")
-    level = driver_log.level
-    driver_log.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        driver_log.setLevel(level)
